@@ -1,0 +1,35 @@
+//! Every size and count cap of the engine, with its unit in the name, and the relations between
+//! them checked at compile time.
+
+/// Largest payload one record may carry.
+pub const PAYLOAD_BYTES_MAX: u32 = 8 * 1024 * 1024;
+
+/// Smallest segment size [`crate::Options::segment_bytes_max`] accepts.
+pub const SEGMENT_BYTES_MIN: u64 = 64 * 1024;
+
+/// Largest segment size [`crate::Options::segment_bytes_max`] accepts. Offsets inside a segment are
+/// stored as `u32` in the offset index, so a segment plus one oversized frame must stay below 4 GiB.
+pub const SEGMENT_BYTES_LIMIT: u64 = 1024 * 1024 * 1024;
+
+/// Default segment size.
+pub const SEGMENT_BYTES_DEFAULT: u64 = 64 * 1024 * 1024;
+
+/// Default distance between two offset-index entries.
+pub const INDEX_INTERVAL_BYTES_DEFAULT: u32 = 4096;
+
+/// Bytes of encoded frames waiting for the next group commit before new appends wait
+/// (backpressure), unless nothing is waiting at all.
+pub const PENDING_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// Records one `append` call may carry.
+pub const BATCH_RECORDS_MAX: usize = 65_536;
+
+/// Largest read window when scanning a segment file during recovery or a read of the active
+/// segment; a frame never exceeds it.
+pub const SCAN_WINDOW_BYTES: usize = 16 * 1024 * 1024;
+
+const _: () = assert!(SEGMENT_BYTES_MIN < SEGMENT_BYTES_DEFAULT);
+const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_LIMIT);
+const _: () = assert!(SEGMENT_BYTES_LIMIT + 2 * (PAYLOAD_BYTES_MAX as u64) < u32::MAX as u64);
+const _: () = assert!((PAYLOAD_BYTES_MAX as usize) * 2 <= SCAN_WINDOW_BYTES);
+const _: () = assert!((PAYLOAD_BYTES_MAX as usize) < PENDING_BYTES_MAX);

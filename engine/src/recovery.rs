@@ -1,0 +1,504 @@
+//! Open-time recovery: find the segments, trust sealed ones that have a valid index, scan the tail
+//! after the last checkpoint frame by frame, and truncate or refuse damage per [`RecoveryMode`].
+//!
+//! Definitions (engine/FORMAT.md §6):
+//! - **torn tail**: in the last segment, a frame that is short, zero-filled or fails its CRC, with
+//!   no valid later frame anywhere after it. A crash mid-write leaves exactly this. Truncated under
+//!   [`RecoveryMode::TolerateTail`] (the default) and reported.
+//! - **corruption**: damage with valid frames after it, or any damage in a sealed segment, or a
+//!   bad segment header. An error naming the file and byte offset, unless
+//!   [`RecoveryMode::TolerateAny`] (cut the log just before it).
+//!
+//! This module serves no reads; it hands `log.rs` the segments it found.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use crate::config::{Options, RecoveryMode};
+use crate::error::{Error, Result};
+use crate::frame::{self, Decoded};
+use crate::index::{self, Entries, IndexEntry, MappedIndex};
+use crate::limits;
+use crate::log::{Active, ActiveState, Io, Sealed, index_name};
+use crate::segment;
+use crate::storage::{self, Dir};
+
+/// What recovery found and did when a log was opened.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Segment files in the log after recovery.
+    pub segments: usize,
+    /// First position held.
+    pub first_position: u64,
+    /// Last position held (`first_position - 1` when empty).
+    pub last_position: u64,
+    /// Bytes read frame by frame (the tail after the last checkpoint, plus segments whose index
+    /// had to be rebuilt).
+    pub scanned_bytes: u64,
+    /// Damage that was cut off.
+    pub truncations: Vec<Truncation>,
+    /// Index files rebuilt from their segment because they were missing or invalid.
+    pub rebuilt_indexes: Vec<PathBuf>,
+    /// Files removed: leftover temporary files, orphan indexes, segments dropped after a cut.
+    pub removed_files: Vec<PathBuf>,
+}
+
+/// One truncation made by recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Truncation {
+    /// The segment that was cut.
+    pub segment: PathBuf,
+    /// The new length of the segment (where the damage began).
+    pub offset: u64,
+    /// Bytes dropped from that segment.
+    pub dropped_bytes: u64,
+    /// What was wrong at `offset`.
+    pub reason: &'static str,
+    /// Whether this was a torn tail (no valid frame after it) rather than corruption.
+    pub torn_tail: bool,
+}
+
+/// The segments as recovered, ready for `Log::open`.
+pub(crate) struct Recovered {
+    pub(crate) sealed: VecDeque<Arc<Sealed>>,
+    pub(crate) io: Io,
+    pub(crate) report: RecoveryReport,
+}
+
+pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
+    let mut report = RecoveryReport::default();
+    let names = dir.list()?;
+    let mut firsts: Vec<u64> = names
+        .iter()
+        .filter_map(|n| segment::parse_file_name(n, segment::EXTENSION))
+        .collect();
+    firsts.sort_unstable();
+    let segment_set: BTreeSet<u64> = firsts.iter().copied().collect();
+    let mut removed_any = false;
+    for name in &names {
+        let orphan_index = segment::parse_file_name(name, index::EXTENSION)
+            .is_some_and(|f| !segment_set.contains(&f));
+        if name.ends_with(storage::TEMP_SUFFIX) || orphan_index {
+            dir.remove(name)?;
+            report.removed_files.push(dir.join(name));
+            removed_any = true;
+        }
+    }
+    if removed_any {
+        dir.sync()?;
+    }
+    if firsts.is_empty() {
+        dir.write_atomically(&segment::file_name(1), &segment::encode_header(1))?;
+        firsts.push(1);
+    }
+
+    let mut sealed = VecDeque::new();
+    let mut expected_first: Option<u64> = None;
+    let mut active_at = firsts.len() - 1;
+    for (i, &first) in firsts.iter().enumerate() {
+        let (file, path, len) = open_segment(dir, first, expected_first)?;
+        if i == active_at {
+            break;
+        }
+        if let Some(segment) = load_sealed(dir, &file, &path, first, len, &mut report)? {
+            expected_first = Some(segment.last_position + 1);
+            sealed.push_back(Arc::new(segment));
+            continue;
+        }
+        let scan = scan(
+            &file,
+            &path,
+            len,
+            segment::HEADER_BYTES as u64,
+            first,
+            first,
+            Vec::new(),
+            0,
+            options,
+        )?;
+        report.scanned_bytes += len.saturating_sub(segment::HEADER_BYTES as u64);
+        let problem = match &scan.damage {
+            Some(damage) => Some((damage.offset, damage.reason)),
+            None if scan.last_position < first => Some((
+                segment::HEADER_BYTES as u64,
+                "sealed segment holds no record",
+            )),
+            None => None,
+        };
+        if let Some((offset, reason)) = problem {
+            if options.recovery != RecoveryMode::TolerateAny {
+                return Err(Error::corrupt(&path, offset, reason));
+            }
+            // Salvage: this segment becomes the last one, cut where the damage starts.
+            for later in firsts.iter().skip(i + 1).rev() {
+                dir.remove(&index_name(*later))?;
+                dir.remove(&segment::file_name(*later))?;
+                report
+                    .removed_files
+                    .push(dir.join(&segment::file_name(*later)));
+            }
+            dir.remove(&index_name(first))?;
+            dir.sync()?;
+            tracing::warn!(segment = %path.display(), offset, reason, "corrupt sealed segment: dropping it from here on (TolerateAny)");
+            active_at = i;
+            break;
+        }
+        let bytes = index::encode(&scan.summary(first), &scan.entries);
+        let index_file = dir.write_atomically(&index_name(first), &bytes)?;
+        report.rebuilt_indexes.push(dir.join(&index_name(first)));
+        let segment = map_sealed(dir, &file, &path, &index_file, first)?;
+        expected_first = Some(segment.last_position + 1);
+        sealed.push_back(Arc::new(segment));
+    }
+
+    let first = firsts.get(active_at).copied().unwrap_or(1);
+    let (file, path, len) = open_segment(dir, first, expected_first)?;
+    let io = recover_active(dir, options, file, path, first, len, &mut report)?;
+    report.segments = sealed.len() + 1;
+    report.first_position = sealed
+        .front()
+        .map_or(first, |s: &Arc<Sealed>| s.first_position);
+    report.last_position = io.last_position;
+    Ok(Recovered { sealed, io, report })
+}
+
+/// Opens a segment and checks its header against its name and its predecessor.
+fn open_segment(
+    dir: &Dir,
+    first: u64,
+    expected_first: Option<u64>,
+) -> Result<(File, PathBuf, u64)> {
+    let name = segment::file_name(first);
+    let path = dir.join(&name);
+    let file = dir.open(&name)?;
+    let len = storage::file_len(&file, &path)?;
+    let mut header = [0u8; segment::HEADER_BYTES];
+    let got = storage::read_at(&file, &path, &mut header, 0)?;
+    let decoded = segment::decode_header(header.get(..got).unwrap_or_default())
+        .map_err(|reason| Error::corrupt(&path, 0, reason))?;
+    if decoded != first {
+        return Err(Error::corrupt(
+            &path,
+            0,
+            "segment header names another first position",
+        ));
+    }
+    if expected_first.is_some_and(|expected| expected != first) {
+        return Err(Error::corrupt(
+            &path,
+            0,
+            "segment does not continue its predecessor",
+        ));
+    }
+    Ok((file, path, len))
+}
+
+/// A sealed segment whose index file is valid and covers the whole file, or `None`.
+fn load_sealed(
+    dir: &Dir,
+    file: &File,
+    path: &Path,
+    first: u64,
+    len: u64,
+    report: &mut RecoveryReport,
+) -> Result<Option<Sealed>> {
+    let Some(index) = load_index(dir, first, report)? else {
+        return Ok(None);
+    };
+    let summary = index.summary();
+    if summary.segment_bytes != len || summary.last_position < first {
+        return Ok(None);
+    }
+    let data = index::map_immutable(file).map_err(|e| Error::io("mmap segment", path, e))?;
+    Ok(Some(Sealed {
+        path: path.to_path_buf(),
+        first_position: first,
+        last_position: summary.last_position,
+        data,
+        index,
+    }))
+}
+
+/// Maps a sealed segment and the index file just written for it.
+fn map_sealed(
+    dir: &Dir,
+    file: &File,
+    path: &Path,
+    index_file: &File,
+    first: u64,
+) -> Result<Sealed> {
+    let index_path = dir.join(&index_name(first));
+    let index = MappedIndex::load(index_file, first).map_err(|e| match e {
+        Ok(reason) => Error::corrupt(&index_path, 0, reason),
+        Err(source) => Error::io("mmap index", &index_path, source),
+    })?;
+    let data = index::map_immutable(file).map_err(|e| Error::io("mmap segment", path, e))?;
+    let last_position = index.summary().last_position;
+    Ok(Sealed {
+        path: path.to_path_buf(),
+        first_position: first,
+        last_position,
+        data,
+        index,
+    })
+}
+
+/// Loads and validates `{first}.idx`; an invalid one is removed (it will be rebuilt).
+fn load_index(dir: &Dir, first: u64, report: &mut RecoveryReport) -> Result<Option<MappedIndex>> {
+    let name = index_name(first);
+    let path = dir.join(&name);
+    let file = match File::open(&path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io("open index", &path, e)),
+    };
+    match MappedIndex::load(&file, first) {
+        Ok(index) => Ok(Some(index)),
+        Err(Ok(reason)) => {
+            tracing::warn!(index = %path.display(), reason, "invalid index file; rebuilding it from its segment");
+            dir.remove(&name)?;
+            dir.sync()?;
+            report.removed_files.push(path);
+            Ok(None)
+        }
+        Err(Err(source)) => Err(Error::io("mmap index", &path, source)),
+    }
+}
+
+/// Recovers the last segment: resume from its checkpoint if one is valid, scan the rest, cut a
+/// torn tail (or any damage under `TolerateAny`).
+fn recover_active(
+    dir: &Dir,
+    options: &Options,
+    file: File,
+    path: PathBuf,
+    first: u64,
+    len: u64,
+    report: &mut RecoveryReport,
+) -> Result<Io> {
+    let checkpoint =
+        load_index(dir, first, report)?.filter(|index| index.summary().segment_bytes <= len);
+    let (start, next_position, entries) = match &checkpoint {
+        Some(index) => {
+            let view = index.entries();
+            let entries: Vec<IndexEntry> = (0..view.count()).map(|i| view.entry(i)).collect();
+            (
+                index.summary().segment_bytes,
+                index.summary().last_position + 1,
+                entries,
+            )
+        }
+        None => (segment::HEADER_BYTES as u64, first, Vec::new()),
+    };
+    let last_index_offset = entries.last().map_or(0, |e| u64::from(e.offset));
+    let scan = scan(
+        &file,
+        &path,
+        len,
+        start,
+        first,
+        next_position,
+        entries,
+        last_index_offset,
+        options,
+    )?;
+    report.scanned_bytes += len.saturating_sub(start);
+    if let Some(damage) = &scan.damage {
+        let torn = !damage.valid_frame_after;
+        let tolerated = match options.recovery {
+            RecoveryMode::Absolute => false,
+            RecoveryMode::TolerateTail => torn,
+            RecoveryMode::TolerateAny => true,
+        };
+        if !tolerated {
+            let reason = if torn {
+                "torn tail (not tolerated in RecoveryMode::Absolute)"
+            } else {
+                damage.reason
+            };
+            return Err(Error::corrupt(&path, damage.offset, reason));
+        }
+        if checkpoint.is_some() && damage.offset < start {
+            return Err(Error::corrupt(
+                &path,
+                damage.offset,
+                "damage inside the checkpointed prefix",
+            ));
+        }
+        storage::set_len_durably(&file, &path, damage.offset, dir.faults())?;
+        tracing::warn!(segment = %path.display(), offset = damage.offset, dropped_bytes = len - damage.offset, reason = damage.reason, torn, "truncated the log during recovery");
+        report.truncations.push(Truncation {
+            segment: path.clone(),
+            offset: damage.offset,
+            dropped_bytes: len - damage.offset,
+            reason: damage.reason,
+            torn_tail: torn,
+        });
+    }
+    let active = Arc::new(Active {
+        path,
+        file: Arc::new(file),
+        first_position: first,
+        state: RwLock::new(ActiveState {
+            len: scan.end,
+            last_position: scan.last_position,
+            index: scan.entries,
+        }),
+    });
+    Ok(Io {
+        active,
+        len: scan.end,
+        last_position: scan.last_position,
+        last_index_offset: scan.last_index_offset,
+        dirty: false,
+    })
+}
+
+/// Result of scanning frames.
+struct Scan {
+    /// Offset just after the last good frame.
+    end: u64,
+    last_position: u64,
+    entries: Vec<IndexEntry>,
+    last_index_offset: u64,
+    damage: Option<Damage>,
+}
+
+struct Damage {
+    offset: u64,
+    reason: &'static str,
+    valid_frame_after: bool,
+}
+
+impl Scan {
+    fn summary(&self, first: u64) -> index::IndexSummary {
+        index::IndexSummary {
+            first_position: first,
+            last_position: self.last_position,
+            segment_bytes: self.end,
+            entry_count: self.entries.len() as u32,
+        }
+    }
+}
+
+/// Scans frames from `start` (a frame boundary holding `next_position`) to `len`, checking CRCs
+/// and positions, and extends the sparse index.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a private helper called from two places"
+)]
+fn scan(
+    file: &File,
+    path: &Path,
+    len: u64,
+    start: u64,
+    first: u64,
+    mut next_position: u64,
+    mut entries: Vec<IndexEntry>,
+    mut last_index_offset: u64,
+    options: &Options,
+) -> Result<Scan> {
+    let mut offset = start;
+    let mut buffer = Vec::new();
+    let mut damage: Option<(u64, &'static str)> = None;
+    'windows: while offset < len {
+        let want = (len - offset).min(limits::SCAN_WINDOW_BYTES as u64) as usize;
+        buffer.resize(want, 0);
+        let got = storage::read_at(file, path, &mut buffer, offset)?;
+        buffer.truncate(got);
+        let mut at = 0usize;
+        while at < buffer.len() {
+            let here = offset + at as u64;
+            match frame::decode(buffer.get(at..).unwrap_or_default()) {
+                Decoded::Frame(frame) if frame.position == next_position => {
+                    if index::due(here, last_index_offset, options.index_interval_bytes) {
+                        entries.push(IndexEntry {
+                            relative_position: (next_position - first) as u32,
+                            offset: here as u32,
+                        });
+                        last_index_offset = here;
+                    }
+                    next_position += 1;
+                    at += frame.len;
+                }
+                Decoded::Frame(_) => {
+                    damage = Some((here, "position out of sequence"));
+                    break 'windows;
+                }
+                Decoded::Incomplete { needed } if here + needed as u64 <= len && at > 0 => break,
+                Decoded::Incomplete { .. } => {
+                    damage = Some((here, "incomplete frame at the end of the segment"));
+                    break 'windows;
+                }
+                Decoded::Corrupt(reason) => {
+                    damage = Some((here, reason));
+                    break 'windows;
+                }
+            }
+        }
+        if got == 0 {
+            break;
+        }
+        offset += at as u64;
+    }
+    let end = damage.map_or(offset.min(len), |(at, _)| at);
+    let damage = match damage {
+        Some((at, reason)) => Some(Damage {
+            offset: at,
+            reason,
+            valid_frame_after: valid_frame_after(
+                file,
+                path,
+                len,
+                at + frame::ALIGN_BYTES as u64,
+                next_position - 1,
+            )?,
+        }),
+        None => None,
+    };
+    Ok(Scan {
+        end,
+        last_position: next_position - 1,
+        entries,
+        last_index_offset,
+        damage,
+    })
+}
+
+/// Whether any 8-aligned offset in `from..len` starts a valid frame with a position after
+/// `after_position`: the difference between a torn tail and corruption.
+fn valid_frame_after(
+    file: &File,
+    path: &Path,
+    len: u64,
+    from: u64,
+    after_position: u64,
+) -> Result<bool> {
+    let mut offset = from;
+    let mut buffer = Vec::new();
+    while offset + (frame::HEADER_BYTES as u64) <= len {
+        let want = (len - offset).min(limits::SCAN_WINDOW_BYTES as u64) as usize;
+        buffer.resize(want, 0);
+        let got = storage::read_at(file, path, &mut buffer, offset)?;
+        buffer.truncate(got);
+        let mut at = 0usize;
+        while at + frame::HEADER_BYTES <= buffer.len() {
+            match frame::decode(buffer.get(at..).unwrap_or_default()) {
+                Decoded::Frame(frame) if frame.position > after_position => return Ok(true),
+                Decoded::Incomplete { needed }
+                    if offset + (at + needed) as u64 <= len && at > 0 =>
+                {
+                    break;
+                }
+                _ => at += frame::ALIGN_BYTES,
+            }
+        }
+        if got == 0 || at == 0 {
+            break;
+        }
+        offset += at as u64;
+    }
+    Ok(false)
+}
