@@ -1,1 +1,16 @@
-//! placeholder
+//! Engine suite: the segment log tested from outside the crate, on real files.
+//!
+//! - `log_basics`: append, read, roll, truncate, purge, reopen, limits, locking.
+//! - `recovery`: torn tails, corruption, recovery modes, index rebuild, checkpoints.
+//! - `poison`: a failed write or fsync stops all writes until reopen.
+//! - `concurrency`: many appenders, dense positions, no lost or mixed records.
+//! - `model`: proptest sequences of operations and crashes against an in-memory model.
+//! - `kill`: a child process killed with SIGKILL mid-append, then the log is checked.
+
+mod common;
+mod concurrency;
+mod kill;
+mod log_basics;
+mod model;
+mod poison;
+mod recovery;
