@@ -36,7 +36,7 @@ pub const HEADER_BYTES: usize = RESERVED_OFFSET + 6;
 pub const ALIGN_BYTES: usize = 8;
 
 const _: () = assert!(HEADER_BYTES == 32);
-const _: () = assert!(HEADER_BYTES % ALIGN_BYTES == 0);
+const _: () = assert!(HEADER_BYTES.is_multiple_of(ALIGN_BYTES));
 
 /// Total bytes a frame with `payload_len` bytes of payload occupies, padding included.
 pub const fn frame_len(payload_len: usize) -> usize {

@@ -223,7 +223,7 @@ pub fn validate(bytes: &[u8], expected_first_position: u64) -> Result<IndexSumma
         if !in_order
             || u64::from(entry.relative_position) >= frames
             || u64::from(entry.offset) >= summary.segment_bytes
-            || entry.offset as usize % crate::frame::ALIGN_BYTES != 0
+            || !(entry.offset as usize).is_multiple_of(crate::frame::ALIGN_BYTES)
         {
             return Err("index entries out of order or out of range");
         }

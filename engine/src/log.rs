@@ -1065,7 +1065,7 @@ fn read_active(
 ) -> Result<Vec<Entry>> {
     let (len, last, start) = {
         let state = read(&active.state);
-        let relative = position.checked_sub(active.first_position).unwrap_or(0);
+        let relative = position.saturating_sub(active.first_position);
         let start = state.index.floor(relative as u32).ok_or_else(|| {
             Error::corrupt(
                 &active.path,

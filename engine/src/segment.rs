@@ -33,7 +33,7 @@ pub const HEADER_BYTES: usize = HEADER_CRC_OFFSET + size_of::<u32>();
 
 const _: () = assert!(HEADER_BYTES == 64);
 const _: () = assert!(TAIL_OFFSET <= HEADER_CRC_OFFSET);
-const _: () = assert!(HEADER_BYTES % crate::frame::ALIGN_BYTES == 0);
+const _: () = assert!(HEADER_BYTES.is_multiple_of(crate::frame::ALIGN_BYTES));
 
 /// File name extension of segments.
 pub const EXTENSION: &str = "seg";
