@@ -29,6 +29,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
+use std::time::{Duration, Instant};
 
 use memmap2::Mmap;
 use rkyv::util::AlignedVec;
@@ -59,7 +60,11 @@ pub(crate) struct Inner {
     pub(crate) dir: Dir,
     pub(crate) options: Options,
     write: Mutex<WriteState>,
+    /// Signals appenders and maintenance: a batch finished, the leader role is free, room in the
+    /// queue, the log closed or was poisoned.
     wake: Condvar,
+    /// Signals a gathering leader that an appender queued records or left `append`.
+    gather: Condvar,
     io: Mutex<Io>,
     view: RwLock<View>,
     /// Bumped by every truncation, so a read that raced with one retries instead of reporting the
@@ -87,6 +92,14 @@ struct WriteState {
     durable: u64,
     poison: Option<String>,
     closed: bool,
+    /// Threads inside `append` (queued, waiting for their ack, or acked but not yet returned).
+    in_append: usize,
+    /// `append` calls whose records are in `pending`.
+    pending_writers: usize,
+    /// A leader is waiting in `gather` for more appenders to queue.
+    gathering: bool,
+    /// Smoothed duration of recent batch syncs, the bound on how long a leader gathers.
+    sync_ns_average: u64,
 }
 
 /// Encoded frames bound for one segment.
@@ -143,6 +156,9 @@ impl Sealed {
         &self.data
     }
 }
+
+/// Longest a leader waits for more appenders before writing a batch (see `Inner::gather`).
+const GATHER_NS_MAX: u64 = 1_000_000;
 
 pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     // The log keeps its own poison state (see `LeaderGuard`); a panic elsewhere must not make every
@@ -206,8 +222,13 @@ impl Log {
                 durable: next_position - 1,
                 poison: None,
                 closed: false,
+                in_append: 0,
+                pending_writers: 0,
+                gathering: false,
+                sync_ns_average: 0,
             }),
             wake: Condvar::new(),
+            gather: Condvar::new(),
             io: Mutex::new(recovered.io),
             view: RwLock::new(view),
             truncations: AtomicU64::new(0),
@@ -500,8 +521,26 @@ impl Inner {
             batch_bytes += frame::frame_len(record.payload.len());
         }
         let mut state = lock(&self.write);
+        state.in_append += 1;
+        let (mut state, result) = self.append_locked(state, at, records, batch_bytes);
+        state.in_append -= 1;
+        if state.gathering {
+            self.gather.notify_one();
+        }
+        result
+    }
+
+    fn append_locked<'a>(
+        &'a self,
+        mut state: MutexGuard<'a, WriteState>,
+        at: Option<u64>,
+        records: &[NewRecord<'_>],
+        batch_bytes: usize,
+    ) -> (MutexGuard<'a, WriteState>, Result<Appended>) {
         loop {
-            state.check_open()?;
+            if let Err(error) = state.check_open() {
+                return (state, Err(error));
+            }
             let has_room = state.pending_bytes == 0
                 || state.pending_bytes + batch_bytes <= limits::PENDING_BYTES_MAX;
             if !state.maintenance && has_room {
@@ -515,34 +554,38 @@ impl Inner {
         if let Some(requested) = at
             && requested != state.next_position
         {
-            return Err(Error::PositionMismatch {
-                requested,
-                next: state.next_position,
-            });
+            let next = state.next_position;
+            return (state, Err(Error::PositionMismatch { requested, next }));
         }
         let first = state.next_position;
         for record in records {
             state.push_frame(record, self.options.segment_bytes_max);
         }
+        state.pending_writers += 1;
+        if state.gathering {
+            self.gather.notify_one();
+        }
         let last = state.next_position - 1;
         loop {
             if state.acknowledged(self.options.sync) >= last {
-                return Ok(Appended {
-                    first: Position::new(first),
-                    last: Position::new(last),
-                });
+                return (
+                    state,
+                    Ok(Appended {
+                        first: Position::new(first),
+                        last: Position::new(last),
+                    }),
+                );
             }
             if let Some(cause) = &state.poison {
-                return Err(Error::Poisoned {
-                    cause: cause.clone(),
-                });
+                let cause = cause.clone();
+                return (state, Err(Error::Poisoned { cause }));
             }
             if !state.leader && !state.pending.is_empty() {
                 state = self.lead(state);
                 continue;
             }
             if state.closed {
-                return Err(Error::Closed);
+                return (state, Err(Error::Closed));
             }
             state = self
                 .wake
@@ -551,17 +594,49 @@ impl Inner {
         }
     }
 
+    /// Before taking the queue, waits briefly while other threads inside `append` have not queued
+    /// yet: right after a batch completes, its appenders wake one by one, and without this the
+    /// first to come back would sync a batch of one while the rest queue behind it, halving the
+    /// records per fsync. The wait ends as soon as every thread inside `append` has queued (at
+    /// once for a lone writer) and never lasts longer than a recent sync took.
+    fn gather<'a>(&'a self, mut state: MutexGuard<'a, WriteState>) -> MutexGuard<'a, WriteState> {
+        if state.in_append <= state.pending_writers || state.sync_ns_average == 0 {
+            return state;
+        }
+        let budget = Duration::from_nanos(state.sync_ns_average.min(GATHER_NS_MAX));
+        let deadline = Instant::now() + budget;
+        state.gathering = true;
+        while state.in_append > state.pending_writers
+            && state.pending_bytes < limits::PENDING_BYTES_MAX / 2
+        {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                break;
+            };
+            let (next, _) = self
+                .gather
+                .wait_timeout(state, left)
+                .unwrap_or_else(PoisonError::into_inner);
+            state = next;
+        }
+        state.gathering = false;
+        state
+    }
+
     /// Takes the queued batch, writes and syncs it without holding `write`, publishes the result.
     fn lead<'a>(&'a self, mut state: MutexGuard<'a, WriteState>) -> MutexGuard<'a, WriteState> {
+        state.leader = true;
+        let mut state = self.gather(state);
         let batch = mem::take(&mut state.pending);
         state.pending_bytes = 0;
-        state.leader = true;
+        state.pending_writers = 0;
         drop(state);
         let mut guard = LeaderGuard {
             inner: self,
             armed: true,
         };
+        let started = Instant::now();
         let result = self.write_batch(&batch);
+        let elapsed_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
         let mut state = lock(&self.write);
         guard.armed = false;
         state.leader = false;
@@ -572,6 +647,9 @@ impl Inner {
                 if synced {
                     state.durable = last;
                 }
+                // An exponentially weighted average (weight 1/8) of the time a batch took.
+                state.sync_ns_average =
+                    state.sync_ns_average - state.sync_ns_average / 8 + elapsed_ns / 8;
             }
             Err(error) => {
                 tracing::error!(%error, "log write failed; the log is poisoned");
