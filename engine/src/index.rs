@@ -344,6 +344,40 @@ mod tests {
         assert_eq!(Vec::<IndexEntry>::new().floor(3), None);
     }
 
+    /// Golden bytes of a version-1 index file; a change here is a format change (FORMAT.md). The
+    /// CRCs were computed independently (Python `zlib.crc32`).
+    #[test]
+    fn golden_index_bytes() {
+        let entries = [
+            IndexEntry {
+                relative_position: 0,
+                offset: 64,
+            },
+            IndexEntry {
+                relative_position: 12,
+                offset: 4160,
+            },
+        ];
+        let summary = IndexSummary {
+            first_position: 100,
+            last_position: 140,
+            segment_bytes: 12_000,
+            entry_count: 2,
+        };
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"\x89TLX\r\n\x1a\n");
+        expected.extend_from_slice(&[1, 0, 0, 0]); // version 1, flags 0
+        expected.extend_from_slice(&[2, 0, 0, 0]); // entry count
+        expected.extend_from_slice(&[100, 0, 0, 0, 0, 0, 0, 0]); // first position
+        expected.extend_from_slice(&[140, 0, 0, 0, 0, 0, 0, 0]); // last position
+        expected.extend_from_slice(&[0xe0, 0x2e, 0, 0, 0, 0, 0, 0]); // segment bytes = 12000
+        expected.extend_from_slice(&[0xa7, 0x12, 0x45, 0x0c]); // entries crc = 0x0c4512a7
+        expected.extend_from_slice(&[0u8; 16]); // reserved
+        expected.extend_from_slice(&[0xdc, 0x60, 0xc4, 0x63]); // header crc = 0x63c460dc
+        expected.extend_from_slice(&[0, 0, 0, 0, 64, 0, 0, 0, 12, 0, 0, 0, 0x40, 0x10, 0, 0]);
+        assert_eq!(encode(&summary, &entries), expected);
+    }
+
     #[test]
     fn any_damage_or_mismatch_is_refused() {
         let (summary, entries) = sample();
