@@ -14,6 +14,7 @@
 //! any 8-aligned buffer holding the frame: rkyv can read it in place.
 #![deny(clippy::indexing_slicing)]
 
+use crate::le;
 use crate::limits::PAYLOAD_BYTES_MAX;
 
 /// Offset of the CRC field.
@@ -109,7 +110,7 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
             needed: HEADER_BYTES,
         };
     };
-    let payload_len = read_u32(header, LEN_OFFSET);
+    let payload_len = le::u32_at(header, LEN_OFFSET);
     if payload_len > PAYLOAD_BYTES_MAX {
         return Decoded::Corrupt("payload length over the maximum");
     }
@@ -117,7 +118,7 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     let Some(frame) = bytes.get(..total) else {
         return Decoded::Incomplete { needed: total };
     };
-    let stored = read_u32(header, CRC_OFFSET);
+    let stored = le::u32_at(header, CRC_OFFSET);
     let computed = crc32fast::hash(frame.get(LEN_OFFSET..).unwrap_or_default());
     if stored != computed {
         return Decoded::Corrupt("crc mismatch");
@@ -132,28 +133,12 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
         return Decoded::Corrupt("payload outside the frame");
     };
     Decoded::Frame(Frame {
-        position: read_u64(header, POSITION_OFFSET),
-        term: read_u64(header, TERM_OFFSET),
+        position: le::u64_at(header, POSITION_OFFSET),
+        term: le::u64_at(header, TERM_OFFSET),
         kind: header.get(KIND_OFFSET).copied().unwrap_or_default(),
         payload,
         len: total,
     })
-}
-
-fn read_u32(bytes: &[u8], offset: usize) -> u32 {
-    let mut word = [0u8; 4];
-    if let Some(slice) = bytes.get(offset..offset + 4) {
-        word.copy_from_slice(slice);
-    }
-    u32::from_le_bytes(word)
-}
-
-fn read_u64(bytes: &[u8], offset: usize) -> u64 {
-    let mut word = [0u8; 8];
-    if let Some(slice) = bytes.get(offset..offset + 8) {
-        word.copy_from_slice(slice);
-    }
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::io;
 
 use memmap2::Mmap;
 
-use crate::segment::{u32_at, u64_at};
+use crate::le::{put, u16_at, u32_at, u64_at};
 
 /// Index file magic (PNG style, see [`crate::segment::MAGIC`]).
 pub const MAGIC: [u8; 8] = *b"\x89TLX\r\n\x1a\n";
@@ -179,9 +179,7 @@ pub fn validate(bytes: &[u8], expected_first_position: u64) -> Result<IndexSumma
     {
         return Err("index header crc mismatch");
     }
-    let version = u32_at(header, VERSION_OFFSET) & 0xffff;
-    let flags = u32_at(header, VERSION_OFFSET) >> 16;
-    if version != u32::from(FORMAT_VERSION) || flags != 0 {
+    if u16_at(header, VERSION_OFFSET) != FORMAT_VERSION || u16_at(header, FLAGS_OFFSET) != 0 {
         return Err("unsupported index format version");
     }
     let summary = IndexSummary {
@@ -294,12 +292,6 @@ pub fn map_immutable(file: &File) -> io::Result<Mmap> {
     // SAFETY: see the function documentation: the file is never truncated or written in place
     // while mapped; replacement is by rename and removal by unlink.
     unsafe { Mmap::map(file) }
-}
-
-fn put(buffer: &mut [u8], offset: usize, bytes: &[u8]) {
-    if let Some(slot) = buffer.get_mut(offset..offset + bytes.len()) {
-        slot.copy_from_slice(bytes);
-    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ mod entry;
 mod error;
 pub mod frame;
 pub mod index;
+mod le;
 pub mod limits;
 mod log;
 pub mod record;

@@ -690,7 +690,7 @@ impl Inner {
                     });
                     io.last_index_offset = file_offset;
                 }
-                offset += frame::frame_len(segment::u32_at(header, frame::LEN_OFFSET) as usize);
+                offset += frame::frame_len(crate::le::u32_at(header, frame::LEN_OFFSET) as usize);
                 position += 1;
             }
             io.len += chunk.bytes.len() as u64;

@@ -8,6 +8,8 @@
 
 use std::path::Path;
 
+use crate::le::{put, u16_at, u32_at, u64_at};
+
 /// Segment file magic, PNG style: a high byte, a name, CR LF, SUB, LF, so that text-mode copies and
 /// truncated transfers are caught.
 pub const MAGIC: [u8; 8] = *b"\x89TLG\r\n\x1a\n";
@@ -86,10 +88,7 @@ pub fn decode_header(bytes: &[u8]) -> Result<u64, &'static str> {
     if u32_at(header, HEADER_CRC_OFFSET) != crc {
         return Err("segment header crc mismatch");
     }
-    let version = u16::from_le_bytes([
-        header.get(VERSION_OFFSET).copied().unwrap_or_default(),
-        header.get(VERSION_OFFSET + 1).copied().unwrap_or_default(),
-    ]);
+    let version = u16_at(header, VERSION_OFFSET);
     if version != FORMAT_VERSION {
         return Err("unsupported segment format version");
     }
@@ -110,28 +109,6 @@ pub fn display_name(path: &Path) -> String {
     path.file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
-}
-
-fn put(buffer: &mut [u8], offset: usize, bytes: &[u8]) {
-    if let Some(slot) = buffer.get_mut(offset..offset + bytes.len()) {
-        slot.copy_from_slice(bytes);
-    }
-}
-
-pub(crate) fn u32_at(bytes: &[u8], offset: usize) -> u32 {
-    let mut word = [0u8; 4];
-    if let Some(slice) = bytes.get(offset..offset + 4) {
-        word.copy_from_slice(slice);
-    }
-    u32::from_le_bytes(word)
-}
-
-pub(crate) fn u64_at(bytes: &[u8], offset: usize) -> u64 {
-    let mut word = [0u8; 8];
-    if let Some(slice) = bytes.get(offset..offset + 8) {
-        word.copy_from_slice(slice);
-    }
-    u64::from_le_bytes(word)
 }
 
 #[cfg(test)]
