@@ -35,6 +35,7 @@ pub mod index;
 mod le;
 pub mod limits;
 mod log;
+pub mod model;
 pub mod record;
 mod recovery;
 pub mod segment;
