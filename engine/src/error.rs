@@ -86,6 +86,45 @@ pub enum Error {
         /// Position the log would assign.
         next: u64,
     },
+    /// No task has this id (or it was deleted).
+    #[error("task {task_id:?} not found")]
+    TaskNotFound {
+        /// The id asked for.
+        task_id: String,
+    },
+    /// Insert-if-absent found the id taken.
+    #[error("task {task_id:?} already exists")]
+    TaskExists {
+        /// The id.
+        task_id: String,
+    },
+    /// An append named a version other than the task's current one; nothing was written.
+    #[error("task {task_id:?} is at version {actual}, not {expected}")]
+    VersionConflict {
+        /// The task.
+        task_id: String,
+        /// The version the caller expected.
+        expected: u64,
+        /// The task's actual version.
+        actual: u64,
+    },
+    /// The task reached a terminal state; nothing may follow (A2A task immutability).
+    #[error("task {task_id:?} is {state} and accepts no more events")]
+    TaskTerminal {
+        /// The task.
+        task_id: String,
+        /// Its terminal state.
+        state: crate::model::TaskState,
+    },
+    /// An event is not valid for the task as it stands (unspecified state, append to an unknown
+    /// artifact, a second creation, an event after deletion …).
+    #[error("invalid event for task {task_id:?}: {reason}")]
+    InvalidEvent {
+        /// The task.
+        task_id: String,
+        /// What is wrong.
+        reason: String,
+    },
     /// An argument is invalid (empty batch, truncate before the first position, bad options).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
@@ -112,6 +151,11 @@ impl Error {
             | Error::NotFound { .. }
             | Error::PositionMismatch { .. }
             | Error::InvalidArgument(_)
+            | Error::TaskNotFound { .. }
+            | Error::TaskExists { .. }
+            | Error::VersionConflict { .. }
+            | Error::TaskTerminal { .. }
+            | Error::InvalidEvent { .. }
             | Error::Locked { .. } => ErrorKind::Rejected,
             Error::Io { .. }
             | Error::Corrupt { .. }

@@ -30,6 +30,7 @@
 mod config;
 mod entry;
 mod error;
+pub mod event;
 pub mod frame;
 pub mod index;
 mod le;
@@ -39,6 +40,7 @@ pub mod model;
 pub mod record;
 mod recovery;
 pub mod segment;
+pub mod state;
 mod storage;
 mod task;
 

@@ -1,0 +1,501 @@
+//! Materialized task state: what the engine knows about every task without reading the log
+//! (version, state, context, status time, the log positions of its events), the rules a write must
+//! pass ([`TaskTable::check`]), and how events fold into an A2A [`Task`] ([`fold`]).
+//!
+//! Pure logic: no I/O, no clock. The same `check` and `apply` run in the embedded store and, in a
+//! cluster, at Raft apply on every node, so every node decides alike.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+
+use crate::error::{Error, Result};
+use crate::event::{Event, EventBatch};
+use crate::model::{Task, TaskState, Timestamp};
+
+/// What the engine keeps in memory per task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskMeta {
+    /// Number of events applied (the version of the last one).
+    pub version: u64,
+    /// Current state.
+    pub state: TaskState,
+    /// The task's context.
+    pub context_id: String,
+    /// Time of the current status (the `ListTasks` order).
+    pub status_timestamp: Timestamp,
+    /// Log positions of the task's event batches, oldest first.
+    pub positions: Vec<u64>,
+    /// Ids of its artifacts (an `append` must name one of them).
+    pub artifact_ids: Vec<String>,
+}
+
+/// Key of the `ListTasks` order: newest status first, then by id.
+pub type OrderKey = (Reverse<Timestamp>, String);
+
+/// Every live task, and the `ListTasks` order over them.
+#[derive(Debug, Default)]
+pub struct TaskTable {
+    tasks: HashMap<String, TaskMeta>,
+    order: BTreeSet<OrderKey>,
+}
+
+impl TaskTable {
+    /// The task's metadata.
+    pub fn get(&self, task_id: &str) -> Option<&TaskMeta> {
+        self.tasks.get(task_id)
+    }
+
+    /// Number of live tasks.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Whether no task is live.
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+
+    /// Tasks in `ListTasks` order (newest status first), starting strictly after `after`.
+    pub fn ordered_after<'a>(
+        &'a self,
+        after: Option<&'a OrderKey>,
+    ) -> impl Iterator<Item = (&'a OrderKey, &'a TaskMeta)> + 'a {
+        let range = match after {
+            Some(key) => self.order.range((
+                std::ops::Bound::Excluded(key.clone()),
+                std::ops::Bound::Unbounded,
+            )),
+            None => self.order.range::<OrderKey, _>(..),
+        };
+        range.filter_map(|key| self.tasks.get(&key.1).map(|meta| (key, meta)))
+    }
+
+    /// Checks a batch against the task's current state; `expected_version` (if any) must be the
+    /// task's version (0 for a task that must not exist yet).
+    ///
+    /// # Errors
+    /// [`Error::TaskNotFound`], [`Error::TaskExists`], [`Error::VersionConflict`],
+    /// [`Error::TaskTerminal`], [`Error::InvalidEvent`]. Nothing is changed either way.
+    pub fn check(&self, batch: &EventBatch, expected_version: Option<u64>) -> Result<()> {
+        let task_id = &batch.task_id;
+        let invalid = |reason: String| Error::InvalidEvent {
+            task_id: task_id.clone(),
+            reason,
+        };
+        let Some(first) = batch.events.first() else {
+            return Err(invalid("a write needs at least one event".into()));
+        };
+        let existing = self.tasks.get(task_id);
+        let actual = existing.map_or(0, |meta| meta.version);
+        match (first, existing) {
+            (Event::Created { .. }, Some(_)) => {
+                return Err(Error::TaskExists {
+                    task_id: task_id.clone(),
+                });
+            }
+            (Event::Created { .. }, None) => {}
+            (_, None) => {
+                return Err(Error::TaskNotFound {
+                    task_id: task_id.clone(),
+                });
+            }
+            (_, Some(_)) => {}
+        }
+        if let Some(expected) = expected_version
+            && expected != actual
+        {
+            return Err(Error::VersionConflict {
+                task_id: task_id.clone(),
+                expected,
+                actual,
+            });
+        }
+        if batch.first_version != actual + 1 {
+            return Err(invalid(format!(
+                "batch starts at version {} but the task is at {actual}",
+                batch.first_version
+            )));
+        }
+        let mut state = existing.map(|meta| meta.state);
+        let mut artifact_ids: Vec<&str> = existing
+            .map(|meta| meta.artifact_ids.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        for (i, event) in batch.events.iter().enumerate() {
+            if let Some(current) = state
+                && current.is_terminal()
+                && !matches!(event, Event::Deleted)
+            {
+                return Err(Error::TaskTerminal {
+                    task_id: task_id.clone(),
+                    state: current,
+                });
+            }
+            match event {
+                Event::Created { status, .. } => {
+                    if i != 0 {
+                        return Err(invalid(
+                            "created must be the first event of a new task".into(),
+                        ));
+                    }
+                    state = Some(checked_state(status.state, &invalid)?);
+                }
+                Event::Status(status) => state = Some(checked_state(status.state, &invalid)?),
+                Event::Artifact {
+                    artifact, append, ..
+                } => {
+                    let known = artifact_ids.contains(&artifact.artifact_id.as_str());
+                    if *append && !known {
+                        return Err(invalid(format!(
+                            "append to unknown artifact {:?}",
+                            artifact.artifact_id
+                        )));
+                    }
+                    if !known {
+                        artifact_ids.push(&artifact.artifact_id);
+                    }
+                }
+                Event::Message(_) | Event::Metadata(_) => {}
+                Event::Deleted => {
+                    if i + 1 != batch.events.len() {
+                        return Err(invalid("deleted must be the last event".into()));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies a checked batch written at log `position`.
+    pub fn apply(&mut self, position: u64, batch: &EventBatch) {
+        let task_id = &batch.task_id;
+        if matches!(batch.events.last(), Some(Event::Deleted)) {
+            if let Some(meta) = self.tasks.remove(task_id) {
+                self.order
+                    .remove(&(Reverse(meta.status_timestamp), task_id.clone()));
+            }
+            return;
+        }
+        let previous_key = self
+            .tasks
+            .get(task_id)
+            .map(|meta| (Reverse(meta.status_timestamp), task_id.clone()));
+        let meta = self
+            .tasks
+            .entry(task_id.clone())
+            .or_insert_with(|| TaskMeta {
+                version: 0,
+                state: TaskState::Submitted,
+                context_id: String::new(),
+                status_timestamp: batch.timestamp,
+                positions: Vec::new(),
+                artifact_ids: Vec::new(),
+            });
+        for event in &batch.events {
+            match event {
+                Event::Created {
+                    context_id, status, ..
+                } => {
+                    meta.context_id.clone_from(context_id);
+                    meta.state = status.state;
+                    meta.status_timestamp = status.timestamp.unwrap_or(batch.timestamp);
+                }
+                Event::Status(status) => {
+                    meta.state = status.state;
+                    meta.status_timestamp = status.timestamp.unwrap_or(batch.timestamp);
+                }
+                Event::Artifact { artifact, .. } => {
+                    if !meta.artifact_ids.contains(&artifact.artifact_id) {
+                        meta.artifact_ids.push(artifact.artifact_id.clone());
+                    }
+                }
+                Event::Message(_) | Event::Metadata(_) | Event::Deleted => {}
+            }
+        }
+        meta.version = batch.last_version();
+        meta.positions.push(position);
+        let key = (Reverse(meta.status_timestamp), task_id.clone());
+        if previous_key.as_ref() != Some(&key) {
+            if let Some(previous) = previous_key {
+                self.order.remove(&previous);
+            }
+            self.order.insert(key);
+        }
+    }
+}
+
+fn checked_state(state: TaskState, invalid: &impl Fn(String) -> Error) -> Result<TaskState> {
+    if state == TaskState::Unspecified {
+        return Err(invalid(
+            "TASK_STATE_UNSPECIFIED is not a state a task can be in".into(),
+        ));
+    }
+    Ok(state)
+}
+
+/// Folds one batch into the task (A2A.md, "How events fold into a task"): created makes it;
+/// a status replaces the status and moves the previous status message into the history; an
+/// artifact is added, replaced by id, or extended; a message joins the history; metadata is
+/// replaced; deleted removes it.
+pub fn fold(task: &mut Option<Task>, batch: &EventBatch) {
+    for event in &batch.events {
+        match (event, task.as_mut()) {
+            (
+                Event::Created {
+                    context_id,
+                    status,
+                    message,
+                    metadata,
+                },
+                _,
+            ) => {
+                let mut status = status.clone();
+                status.timestamp.get_or_insert(batch.timestamp);
+                *task = Some(Task {
+                    id: batch.task_id.clone(),
+                    context_id: context_id.clone(),
+                    status,
+                    artifacts: Vec::new(),
+                    history: message.iter().cloned().collect(),
+                    metadata: metadata.clone(),
+                });
+            }
+            (Event::Status(status), Some(task)) => {
+                let mut status = status.clone();
+                status.timestamp.get_or_insert(batch.timestamp);
+                if let Some(previous) = std::mem::replace(&mut task.status, status).message {
+                    task.history.push(previous);
+                }
+            }
+            (
+                Event::Artifact {
+                    artifact, append, ..
+                },
+                Some(task),
+            ) => {
+                match task
+                    .artifacts
+                    .iter_mut()
+                    .find(|a| a.artifact_id == artifact.artifact_id)
+                {
+                    Some(existing) if *append => {
+                        existing.parts.extend(artifact.parts.iter().cloned())
+                    }
+                    Some(existing) => *existing = artifact.clone(),
+                    None => task.artifacts.push(artifact.clone()),
+                }
+            }
+            (Event::Message(message), Some(task)) => task.history.push(message.clone()),
+            (Event::Metadata(metadata), Some(task)) => task.metadata = Some(metadata.clone()),
+            (Event::Deleted, _) => *task = None,
+            (_, None) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Artifact, Message, Part, Role, TaskStatus};
+
+    fn batch(task_id: &str, first_version: u64, events: Vec<Event>) -> EventBatch {
+        EventBatch {
+            task_id: task_id.into(),
+            first_version,
+            timestamp: Timestamp(1000 + first_version as i64),
+            events,
+        }
+    }
+
+    fn created() -> Event {
+        Event::Created {
+            context_id: "c".into(),
+            status: TaskStatus::new(TaskState::Submitted),
+            message: None,
+            metadata: None,
+        }
+    }
+
+    fn message(id: &str) -> Message {
+        Message {
+            message_id: id.into(),
+            context_id: None,
+            task_id: None,
+            role: Role::Agent,
+            parts: vec![Part::text(id)],
+            metadata: None,
+            extensions: vec![],
+            reference_task_ids: vec![],
+        }
+    }
+
+    fn artifact(id: &str, text: &str) -> Artifact {
+        Artifact {
+            artifact_id: id.into(),
+            name: None,
+            description: None,
+            parts: vec![Part::text(text)],
+            metadata: None,
+            extensions: vec![],
+        }
+    }
+
+    #[test]
+    fn guards_reject_and_change_nothing() {
+        let mut table = TaskTable::default();
+        let create = batch("t", 1, vec![created()]);
+        table.check(&create, Some(0)).unwrap();
+        table.apply(10, &create);
+        assert!(matches!(
+            table.check(&create, None),
+            Err(Error::TaskExists { .. })
+        ));
+        assert!(matches!(
+            table.check(&batch("u", 1, vec![Event::Message(message("m"))]), None),
+            Err(Error::TaskNotFound { .. })
+        ));
+        let work = batch(
+            "t",
+            2,
+            vec![Event::Status(TaskStatus::new(TaskState::Working))],
+        );
+        assert!(matches!(
+            table.check(&work, Some(3)),
+            Err(Error::VersionConflict {
+                expected: 3,
+                actual: 1,
+                ..
+            })
+        ));
+        let unspecified = batch(
+            "t",
+            2,
+            vec![Event::Status(TaskStatus::new(TaskState::Unspecified))],
+        );
+        assert!(matches!(
+            table.check(&unspecified, None),
+            Err(Error::InvalidEvent { .. })
+        ));
+        let append_unknown = batch(
+            "t",
+            2,
+            vec![Event::Artifact {
+                artifact: artifact("a", "x"),
+                append: true,
+                last_chunk: false,
+            }],
+        );
+        assert!(matches!(
+            table.check(&append_unknown, None),
+            Err(Error::InvalidEvent { .. })
+        ));
+        // Terminal in the middle of a batch: nothing may follow it, in the same batch or later.
+        let done_then_more = batch(
+            "t",
+            2,
+            vec![
+                Event::Status(TaskStatus::new(TaskState::Completed)),
+                Event::Message(message("late")),
+            ],
+        );
+        assert!(matches!(
+            table.check(&done_then_more, None),
+            Err(Error::TaskTerminal {
+                state: TaskState::Completed,
+                ..
+            })
+        ));
+        assert_eq!(table.get("t").unwrap().version, 1);
+        let done = batch(
+            "t",
+            2,
+            vec![Event::Status(TaskStatus::new(TaskState::Failed))],
+        );
+        table.check(&done, Some(1)).unwrap();
+        table.apply(11, &done);
+        assert!(matches!(
+            table.check(
+                &batch(
+                    "t",
+                    3,
+                    vec![Event::Status(TaskStatus::new(TaskState::Working))]
+                ),
+                None
+            ),
+            Err(Error::TaskTerminal { .. })
+        ));
+        // Only deletion follows a terminal state.
+        let delete = batch("t", 3, vec![Event::Deleted]);
+        table.check(&delete, None).unwrap();
+        table.apply(12, &delete);
+        assert!(table.get("t").is_none() && table.is_empty());
+    }
+
+    #[test]
+    fn fold_follows_the_sdk_rules() {
+        let mut task = None;
+        let first = Event::Created {
+            context_id: "c".into(),
+            status: TaskStatus::new(TaskState::Submitted),
+            message: Some(message("hello")),
+            metadata: None,
+        };
+        fold(&mut task, &batch("t", 1, vec![first]));
+        let mut asking = TaskStatus::new(TaskState::InputRequired);
+        asking.message = Some(message("which one?"));
+        fold(
+            &mut task,
+            &batch(
+                "t",
+                2,
+                vec![
+                    Event::Status(asking),
+                    Event::Artifact {
+                        artifact: artifact("a", "one"),
+                        append: false,
+                        last_chunk: false,
+                    },
+                    Event::Artifact {
+                        artifact: artifact("a", "two"),
+                        append: true,
+                        last_chunk: true,
+                    },
+                    Event::Artifact {
+                        artifact: artifact("b", "x"),
+                        append: false,
+                        last_chunk: true,
+                    },
+                    Event::Artifact {
+                        artifact: artifact("b", "y"),
+                        append: false,
+                        last_chunk: true,
+                    },
+                    Event::Status(TaskStatus::new(TaskState::Completed)),
+                ],
+            ),
+        );
+        let task = task.unwrap();
+        assert_eq!(task.status.state, TaskState::Completed);
+        assert_eq!(
+            task.status.timestamp,
+            Some(Timestamp(1002)),
+            "missing timestamps come from the batch"
+        );
+        let history: Vec<&str> = task.history.iter().map(|m| m.message_id.as_str()).collect();
+        assert_eq!(
+            history,
+            ["hello", "which one?"],
+            "the previous status message moves into the history"
+        );
+        assert_eq!(task.artifacts.len(), 2);
+        assert_eq!(
+            task.artifacts[0].parts,
+            vec![Part::text("one"), Part::text("two")],
+            "append extends"
+        );
+        assert_eq!(
+            task.artifacts[1].parts,
+            vec![Part::text("y")],
+            "same id without append replaces"
+        );
+    }
+}
