@@ -42,6 +42,7 @@ mod recovery;
 pub mod segment;
 pub mod state;
 mod storage;
+mod store;
 mod task;
 
 pub use config::{Options, RecoveryMode, SyncPolicy};
@@ -51,3 +52,4 @@ pub use log::Log;
 pub use recovery::{RecoveryReport, Truncation};
 #[cfg(feature = "testing")]
 pub use storage::Faults;
+pub use store::{ListPage, ListQuery, NewTask, TaskStore, Written};

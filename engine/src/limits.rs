@@ -33,3 +33,18 @@ const _: () = assert!(SEGMENT_BYTES_DEFAULT <= SEGMENT_BYTES_LIMIT);
 const _: () = assert!(SEGMENT_BYTES_LIMIT + 2 * (PAYLOAD_BYTES_MAX as u64) < u32::MAX as u64);
 const _: () = assert!((PAYLOAD_BYTES_MAX as usize) * 2 <= SCAN_WINDOW_BYTES);
 const _: () = assert!((PAYLOAD_BYTES_MAX as usize) < PENDING_BYTES_MAX);
+
+/// Longest task or context id.
+pub const TASK_ID_BYTES_MAX: usize = 256;
+
+/// Largest serialized event batch (one write to one task).
+pub const EVENT_BATCH_BYTES_MAX: usize = 1024 * 1024;
+
+/// Most tasks one `list` page may hold (A2A `pageSize` 1..=100).
+pub const LIST_PAGE_SIZE_MAX: u32 = 100;
+
+/// `list` page size when the caller gives none.
+pub const LIST_PAGE_SIZE_DEFAULT: u32 = 50;
+
+const _: () = assert!(EVENT_BATCH_BYTES_MAX <= PAYLOAD_BYTES_MAX as usize);
+const _: () = assert!(LIST_PAGE_SIZE_DEFAULT <= LIST_PAGE_SIZE_MAX);

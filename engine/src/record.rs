@@ -10,7 +10,7 @@ use rkyv::bytecheck::CheckBytes;
 use rkyv::rancor;
 use rkyv::ser::allocator::ArenaHandle;
 use rkyv::util::AlignedVec;
-use rkyv::{Archive, Portable, Serialize};
+use rkyv::{Archive, Deserialize, Portable, Serialize};
 
 use crate::entry::Entry;
 use crate::error::{Error, Result};
@@ -49,6 +49,24 @@ where
     T::Archived: Portable + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>,
 {
     rkyv::access::<T::Archived, rancor::Error>(entry.payload()).map_err(|e| Error::InvalidPayload {
+        position: entry.position,
+        reason: e.to_string(),
+    })
+}
+
+/// Validates `entry`'s payload as an archived `T` and deserializes it into an owned `T`.
+///
+/// # Errors
+/// [`Error::InvalidPayload`] when the bytes are not a valid archived `T`.
+pub fn decode<T>(entry: &Entry) -> Result<T>
+where
+    T: Archive,
+    T::Archived: Portable
+        + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + Deserialize<T, rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
+{
+    let archived = access::<T>(entry)?;
+    rkyv::deserialize::<T, rancor::Error>(archived).map_err(|e| Error::InvalidPayload {
         position: entry.position,
         reason: e.to_string(),
     })

@@ -6,6 +6,7 @@
 //! - `concurrency`: many appenders, dense positions, no lost or mixed records.
 //! - `model`: proptest sequences of operations and crashes against an in-memory model.
 //! - `kill`: a child process killed with SIGKILL mid-append, then the log is checked.
+//! - `tasks`: the task store: lifecycle, guards, optimistic concurrency, paging, model test.
 
 mod common;
 mod concurrency;
@@ -14,3 +15,4 @@ mod log_basics;
 mod model;
 mod poison;
 mod recovery;
+mod tasks;

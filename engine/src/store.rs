@@ -1,0 +1,433 @@
+//! The embedded task store: A2A tasks on the segment log, in one directory.
+//!
+//! A write becomes one log record (an [`EventBatch`]), checked against the task's state first
+//! (insert-if-absent, expected version, terminal guard, legal states) and visible only once it is
+//! durable. Writes to one task are serialized (a per-task busy flag, waited on without holding any
+//! lock across I/O); writes to different tasks run concurrently and share group commits. `get`
+//! folds the task's records from the log; `list` walks an in-memory order by status time.
+//!
+//! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
+//! let a large store open without a replay are the next step; see the README.)
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Condvar, Mutex, PoisonError};
+
+use base64::Engine as _;
+
+use crate::config::Options;
+use crate::entry::{NewRecord, Position};
+use crate::error::{Error, Result};
+use crate::event::{Event, EventBatch, TASK_BATCH_KIND};
+use crate::limits;
+use crate::log::{Log, lock};
+use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
+use crate::record;
+use crate::state::{OrderKey, TaskTable, fold};
+
+/// A new task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTask {
+    /// The id to create (insert-if-absent); `None` lets the store assign a UUID.
+    pub task_id: Option<String>,
+    /// The context; `None` lets the store assign a UUID.
+    pub context_id: Option<String>,
+    /// First state (normally submitted).
+    pub state: TaskState,
+    /// The message that created the task.
+    pub message: Option<Message>,
+    /// Free-form metadata.
+    pub metadata: Option<Json>,
+}
+
+impl NewTask {
+    /// A submitted task created by `message`, with store-assigned ids.
+    pub fn submitted(message: Option<Message>) -> Self {
+        NewTask {
+            task_id: None,
+            context_id: None,
+            state: TaskState::Submitted,
+            message,
+            metadata: None,
+        }
+    }
+}
+
+/// What a successful write did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The task written to.
+    pub task_id: String,
+    /// The task's version after the write.
+    pub version: u64,
+    /// The log position of the write's record.
+    pub position: Position,
+}
+
+/// A `ListTasks` query.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ListQuery {
+    /// Only tasks of this context.
+    pub context_id: Option<String>,
+    /// Only tasks in this state.
+    pub state: Option<TaskState>,
+    /// Only tasks whose status time is at or after this.
+    pub status_timestamp_after: Option<Timestamp>,
+    /// Tasks per page, 1..=100 (default 50).
+    pub page_size: Option<u32>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// Most recent messages to keep per task (`None`: all).
+    pub history_length: Option<usize>,
+    /// Keep artifacts (otherwise they are left out).
+    pub include_artifacts: bool,
+}
+
+/// One page of `list`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListPage {
+    /// The tasks, newest status first.
+    pub tasks: Vec<Task>,
+    /// Token of the next page; empty on the last page.
+    pub next_page_token: String,
+    /// The page size used.
+    pub page_size: u32,
+    /// Number of tasks matching the filters, over all pages.
+    pub total_size: u64,
+}
+
+/// A durable A2A task store in one directory.
+pub struct TaskStore {
+    log: Log,
+    table: Mutex<Table>,
+    /// Signalled when a task stops being busy.
+    idle: Condvar,
+    /// The last timestamp handed out, so timestamps never go backwards.
+    clock_ms: AtomicI64,
+}
+
+struct Table {
+    tasks: TaskTable,
+    /// Tasks with a write in flight: other writers to them wait.
+    busy: HashSet<String>,
+}
+
+impl TaskStore {
+    /// Opens (or creates) the store in `path` and replays its log.
+    ///
+    /// # Errors
+    /// As [`Log::open`], or [`Error::InvalidPayload`] for a record that is not an event batch.
+    pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Self> {
+        let log = Log::open(path, options)?;
+        let mut tasks = TaskTable::default();
+        let (first, last) = log.bounds();
+        let mut next = first.get();
+        while next <= last.get() {
+            for entry in log.read_range(Position::new(next), 4096, 64 * 1024 * 1024)? {
+                next = entry.position().get() + 1;
+                if entry.kind() != TASK_BATCH_KIND {
+                    continue;
+                }
+                let batch: EventBatch = record::decode(&entry)?;
+                // A record that fails its checks is a no-op (in a cluster, a command rejected at
+                // apply stays in the log); the same rule on replay keeps every node alike.
+                match tasks.check(&batch, None) {
+                    Ok(()) => tasks.apply(entry.position().get(), &batch),
+                    Err(error) => {
+                        tracing::debug!(position = next - 1, %error, "skipping a rejected record")
+                    }
+                }
+            }
+        }
+        Ok(TaskStore {
+            log,
+            table: Mutex::new(Table {
+                tasks,
+                busy: HashSet::new(),
+            }),
+            idle: Condvar::new(),
+            clock_ms: AtomicI64::new(0),
+        })
+    }
+
+    /// The underlying log (read positions, bounds, sync).
+    pub fn log(&self) -> &Log {
+        &self.log
+    }
+
+    /// Number of live tasks.
+    pub fn len(&self) -> usize {
+        lock(&self.table).tasks.len()
+    }
+
+    /// Whether the store holds no task.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The task's current version, if it exists.
+    pub fn version(&self, task_id: &str) -> Option<u64> {
+        lock(&self.table)
+            .tasks
+            .get(task_id)
+            .map(|meta| meta.version)
+    }
+
+    /// Creates a task; with `task_id` set, only if no task has that id.
+    ///
+    /// # Errors
+    /// [`Error::TaskExists`], [`Error::InvalidEvent`] (unspecified state), [`Error::InvalidArgument`]
+    /// (ids too long), [`Error::TooLarge`], and log errors.
+    pub fn create(&self, new: NewTask) -> Result<Written> {
+        let task_id = new
+            .task_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let context_id = new
+            .context_id
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        check_id("context id", &context_id)?;
+        let created = Event::Created {
+            context_id,
+            status: TaskStatus::new(new.state),
+            message: new.message,
+            metadata: new.metadata,
+        };
+        self.write(task_id, Some(0), vec![created])
+    }
+
+    /// Appends events to an existing task, atomically: all of them or none. With
+    /// `expected_version`, only if the task is at exactly that version (optimistic concurrency).
+    ///
+    /// # Errors
+    /// [`Error::TaskNotFound`], [`Error::VersionConflict`] (with the actual version),
+    /// [`Error::TaskTerminal`], [`Error::InvalidEvent`], [`Error::TooLarge`], and log errors.
+    /// A rejected write changes nothing.
+    pub fn append(
+        &self,
+        task_id: &str,
+        expected_version: Option<u64>,
+        events: Vec<Event>,
+    ) -> Result<Written> {
+        self.write(task_id.to_string(), expected_version, events)
+    }
+
+    /// Cancels a task that is not terminal (interrupted states included).
+    ///
+    /// # Errors
+    /// [`Error::TaskTerminal`] when it already ended, [`Error::TaskNotFound`].
+    pub fn cancel(&self, task_id: &str) -> Result<Written> {
+        self.append(
+            task_id,
+            None,
+            vec![Event::Status(TaskStatus::new(TaskState::Canceled))],
+        )
+    }
+
+    /// The task as A2A's `GetTask` returns it, folded from its events; `history_length` keeps the
+    /// most recent messages (`Some(0)`: none).
+    ///
+    /// # Errors
+    /// [`Error::TaskNotFound`], and log read errors.
+    pub fn get(&self, task_id: &str, history_length: Option<usize>) -> Result<Task> {
+        let positions = lock(&self.table)
+            .tasks
+            .get(task_id)
+            .map(|meta| meta.positions.clone())
+            .ok_or_else(|| Error::TaskNotFound {
+                task_id: task_id.to_string(),
+            })?;
+        let mut task = None;
+        for position in positions {
+            let entry = self.log.read(Position::new(position))?;
+            let batch: EventBatch = record::decode(&entry)?;
+            fold(&mut task, &batch);
+        }
+        let mut task = task.ok_or_else(|| Error::TaskNotFound {
+            task_id: task_id.to_string(),
+        })?;
+        if let Some(keep) = history_length {
+            let drop = task.history.len().saturating_sub(keep);
+            task.history.drain(..drop);
+        }
+        Ok(task)
+    }
+
+    /// A page of tasks, newest status first, filtered. The page token stays valid while tasks
+    /// change: it names the last task returned by its status time and id, not by an offset.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a page size outside 1..=100 or a bad token.
+    pub fn list(&self, query: &ListQuery) -> Result<ListPage> {
+        let page_size = query.page_size.unwrap_or(limits::LIST_PAGE_SIZE_DEFAULT);
+        if !(1..=limits::LIST_PAGE_SIZE_MAX).contains(&page_size) {
+            return Err(Error::InvalidArgument(format!(
+                "page size {page_size} is outside 1..={}",
+                limits::LIST_PAGE_SIZE_MAX
+            )));
+        }
+        let cursor = match query.page_token.as_deref() {
+            None | Some("") => None,
+            Some(token) => Some(decode_token(token)?),
+        };
+        let (ids, total_size, more) = {
+            let table = lock(&self.table);
+            let matches = |meta: &crate::state::TaskMeta| {
+                query
+                    .context_id
+                    .as_ref()
+                    .is_none_or(|c| *c == meta.context_id)
+                    && query.state.is_none_or(|s| s == meta.state)
+                    && query
+                        .status_timestamp_after
+                        .is_none_or(|t| meta.status_timestamp >= t)
+            };
+            let total = table
+                .tasks
+                .ordered_after(None)
+                .filter(|(_, meta)| matches(meta))
+                .count() as u64;
+            let mut page = table
+                .tasks
+                .ordered_after(cursor.as_ref())
+                .filter(|(_, meta)| matches(meta))
+                .map(|(key, _)| key.clone());
+            let ids: Vec<OrderKey> = page.by_ref().take(page_size as usize).collect();
+            let more = page.next().is_some();
+            (ids, total, more)
+        };
+        let mut tasks = Vec::with_capacity(ids.len());
+        for (_, task_id) in &ids {
+            match self.get(task_id, query.history_length) {
+                Ok(mut task) => {
+                    if !query.include_artifacts {
+                        task.artifacts.clear();
+                    }
+                    tasks.push(task);
+                }
+                // Deleted between the two steps: it is simply not on this page.
+                Err(Error::TaskNotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let next_page_token = match ids.last() {
+            Some(last) if more => encode_token(last),
+            _ => String::new(),
+        };
+        Ok(ListPage {
+            tasks,
+            next_page_token,
+            page_size,
+            total_size,
+        })
+    }
+
+    /// Flushes and closes the log.
+    ///
+    /// # Errors
+    /// As [`Log::close`].
+    pub fn close(self) -> Result<()> {
+        self.log.close()
+    }
+
+    fn write(
+        &self,
+        task_id: String,
+        expected_version: Option<u64>,
+        events: Vec<Event>,
+    ) -> Result<Written> {
+        check_id("task id", &task_id)?;
+        let mut table = lock(&self.table);
+        while table.busy.contains(&task_id) {
+            table = self
+                .idle
+                .wait(table)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let actual = table.tasks.get(&task_id).map_or(0, |meta| meta.version);
+        let mut batch = EventBatch {
+            task_id,
+            first_version: actual + 1,
+            timestamp: Timestamp(self.now()),
+            events,
+        };
+        stamp(&mut batch);
+        table.tasks.check(&batch, expected_version)?;
+        table.busy.insert(batch.task_id.clone());
+        drop(table);
+
+        let appended = record::to_payload(&batch).and_then(|bytes| {
+            if bytes.len() > limits::EVENT_BATCH_BYTES_MAX {
+                return Err(Error::TooLarge {
+                    what: "event batch",
+                    len: bytes.len() as u64,
+                    max: limits::EVENT_BATCH_BYTES_MAX as u64,
+                });
+            }
+            self.log.append(&[NewRecord::new(TASK_BATCH_KIND, &bytes)])
+        });
+
+        let mut table = lock(&self.table);
+        table.busy.remove(&batch.task_id);
+        let result = appended.map(|appended| {
+            table.tasks.apply(appended.first.get(), &batch);
+            Written {
+                task_id: batch.task_id.clone(),
+                version: batch.last_version(),
+                position: appended.first,
+            }
+        });
+        drop(table);
+        self.idle.notify_all();
+        result
+    }
+
+    /// Wall-clock milliseconds, never below the last value handed out.
+    fn now(&self) -> i64 {
+        let wall = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let previous = self.clock_ms.fetch_max(wall, Ordering::SeqCst);
+        wall.max(previous)
+    }
+}
+
+/// Gives every status without a timestamp the batch's, so the log holds concrete times.
+fn stamp(batch: &mut EventBatch) {
+    for event in &mut batch.events {
+        match event {
+            Event::Created { status, .. } | Event::Status(status) => {
+                status.timestamp.get_or_insert(batch.timestamp);
+            }
+            _ => {}
+        }
+    }
+}
+
+fn check_id(what: &str, id: &str) -> Result<()> {
+    if id.is_empty() || id.len() > limits::TASK_ID_BYTES_MAX {
+        return Err(Error::InvalidArgument(format!(
+            "{what} must be 1..={} bytes, got {}",
+            limits::TASK_ID_BYTES_MAX,
+            id.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `v1:<status ms>:<task id>`, base64url without padding: opaque to clients.
+fn encode_token(key: &OrderKey) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("v1:{}:{}", key.0.0.0, key.1))
+}
+
+fn decode_token(token: &str) -> Result<OrderKey> {
+    let bad = || Error::InvalidArgument(format!("invalid page token {token:?}"));
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let rest = text.strip_prefix("v1:").ok_or_else(bad)?;
+    let (millis, task_id) = rest.split_once(':').ok_or_else(bad)?;
+    let millis: i64 = millis.parse().map_err(|_| bad())?;
+    Ok((std::cmp::Reverse(Timestamp(millis)), task_id.to_string()))
+}

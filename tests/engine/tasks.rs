@@ -1,0 +1,557 @@
+//! The task store: create / append / cancel / get / list on real files, optimistic concurrency,
+//! the terminal guard, stable paging under concurrent inserts, and a model test of its semantics
+//! through reopen and crash.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use tasklog_engine::event::Event;
+use tasklog_engine::model::{Artifact, Message, Part, Role, TaskState, TaskStatus};
+use tasklog_engine::{Error, ListQuery, NewTask, Options, TaskStore};
+
+fn message(id: &str, role: Role) -> Message {
+    Message {
+        message_id: id.into(),
+        context_id: None,
+        task_id: None,
+        role,
+        parts: vec![Part::text(format!("text of {id}"))],
+        metadata: None,
+        extensions: vec![],
+        reference_task_ids: vec![],
+    }
+}
+
+fn status(state: TaskState) -> Event {
+    Event::Status(TaskStatus::new(state))
+}
+
+fn with_message(state: TaskState, id: &str) -> Event {
+    Event::Status(TaskStatus {
+        state,
+        message: Some(message(id, Role::Agent)),
+        timestamp: None,
+    })
+}
+
+fn artifact(id: &str, text: &str, append: bool) -> Event {
+    Event::Artifact {
+        artifact: Artifact {
+            artifact_id: id.into(),
+            name: None,
+            description: None,
+            parts: vec![Part::text(text)],
+            metadata: None,
+            extensions: vec![],
+        },
+        append,
+        last_chunk: false,
+    }
+}
+
+#[test]
+fn a_task_lives_through_its_lifecycle_and_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    let created = store
+        .create(NewTask::submitted(Some(message("hello", Role::User))))
+        .unwrap();
+    assert_eq!(created.version, 1);
+    let id = created.task_id.clone();
+    store
+        .append(
+            &id,
+            Some(1),
+            vec![status(TaskState::Working), artifact("a", "part 1", false)],
+        )
+        .unwrap();
+    store
+        .append(
+            &id,
+            Some(3),
+            vec![
+                artifact("a", "part 2", true),
+                with_message(TaskState::InputRequired, "which?"),
+            ],
+        )
+        .unwrap();
+    store
+        .append(
+            &id,
+            None,
+            vec![
+                Event::Message(message("this one", Role::User)),
+                status(TaskState::Working),
+            ],
+        )
+        .unwrap();
+    let done = store
+        .append(
+            &id,
+            Some(7),
+            vec![with_message(TaskState::Completed, "done")],
+        )
+        .unwrap();
+    assert_eq!(done.version, 8);
+    let check = |store: &TaskStore| {
+        let task = store.get(&id, None).unwrap();
+        assert_eq!(task.status.state, TaskState::Completed);
+        assert!(task.status.timestamp.is_some());
+        let history: Vec<&str> = task.history.iter().map(|m| m.message_id.as_str()).collect();
+        // A2A.md's fold: a status message joins the history when the next status replaces it, so
+        // "which?" lands after "this one", which was appended while "which?" was still current.
+        assert_eq!(history, ["hello", "this one", "which?"]);
+        assert_eq!(task.status.message.as_ref().unwrap().message_id, "done");
+        assert_eq!(
+            task.artifacts[0].parts,
+            vec![Part::text("part 1"), Part::text("part 2")]
+        );
+        assert_eq!(store.get(&id, Some(1)).unwrap().history.len(), 1);
+        assert_eq!(
+            store.get(&id, Some(1)).unwrap().history[0].message_id,
+            "which?"
+        );
+        assert!(store.get(&id, Some(0)).unwrap().history.is_empty());
+        assert_eq!(store.version(&id), Some(8));
+    };
+    check(&store);
+    store.close().unwrap();
+    let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    check(&store);
+    // Terminal: nothing more, not even a cancel.
+    assert!(matches!(
+        store.append(&id, None, vec![status(TaskState::Working)]),
+        Err(Error::TaskTerminal {
+            state: TaskState::Completed,
+            ..
+        })
+    ));
+    assert!(matches!(store.cancel(&id), Err(Error::TaskTerminal { .. })));
+    assert_eq!(
+        store.version(&id),
+        Some(8),
+        "rejected writes change nothing"
+    );
+}
+
+#[test]
+fn rejected_writes_say_why_and_change_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    let id = store
+        .create(NewTask {
+            task_id: Some("fixed".into()),
+            ..NewTask::submitted(None)
+        })
+        .unwrap()
+        .task_id;
+    assert_eq!(id, "fixed");
+    assert!(matches!(
+        store.create(NewTask {
+            task_id: Some("fixed".into()),
+            ..NewTask::submitted(None)
+        }),
+        Err(Error::TaskExists { .. })
+    ));
+    assert!(matches!(
+        store.append("missing", None, vec![status(TaskState::Working)]),
+        Err(Error::TaskNotFound { .. })
+    ));
+    assert!(matches!(
+        store.get("missing", None),
+        Err(Error::TaskNotFound { .. })
+    ));
+    assert!(matches!(
+        store.append(&id, Some(5), vec![status(TaskState::Working)]),
+        Err(Error::VersionConflict {
+            expected: 5,
+            actual: 1,
+            ..
+        })
+    ));
+    assert!(matches!(
+        store.append(&id, None, vec![status(TaskState::Unspecified)]),
+        Err(Error::InvalidEvent { .. })
+    ));
+    assert!(matches!(
+        store.append(&id, None, vec![artifact("nope", "x", true)]),
+        Err(Error::InvalidEvent { .. })
+    ));
+    assert!(matches!(
+        store.append(&id, None, vec![]),
+        Err(Error::InvalidEvent { .. })
+    ));
+    let huge = "x".repeat(2 * 1024 * 1024);
+    assert!(matches!(
+        store.append(
+            &id,
+            None,
+            vec![Event::Message(Message {
+                parts: vec![Part::text(huge)],
+                ..message("big", Role::User)
+            })]
+        ),
+        Err(Error::TooLarge { .. })
+    ));
+    assert!(matches!(
+        store.create(NewTask {
+            task_id: Some("x".repeat(300)),
+            ..NewTask::submitted(None)
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert_eq!(store.version(&id), Some(1));
+    assert_eq!(
+        store.log().bounds().1.get(),
+        1,
+        "only the creation reached the log"
+    );
+    // Cancel works from an interrupted state.
+    store
+        .append(&id, Some(1), vec![status(TaskState::InputRequired)])
+        .unwrap();
+    assert_eq!(store.cancel(&id).unwrap().version, 3);
+    assert_eq!(
+        store.get(&id, None).unwrap().status.state,
+        TaskState::Canceled
+    );
+}
+
+#[test]
+fn compare_and_set_from_many_threads_loses_no_update() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TaskStore::open(dir.path(), Options::default()).unwrap());
+    let id = store.create(NewTask::submitted(None)).unwrap().task_id;
+    let threads: Vec<_> = (0..8)
+        .map(|t| {
+            let (store, id) = (store.clone(), id.clone());
+            std::thread::spawn(move || {
+                let (mut wins, mut conflicts) = (0u64, 0u64);
+                while wins < 20 {
+                    let version = store.version(&id).unwrap();
+                    match store.append(
+                        &id,
+                        Some(version),
+                        vec![Event::Message(message(&format!("{t}-{wins}"), Role::Agent))],
+                    ) {
+                        Ok(written) => {
+                            assert_eq!(written.version, version + 1);
+                            wins += 1;
+                        }
+                        Err(Error::VersionConflict { actual, .. }) => {
+                            assert!(actual > version);
+                            conflicts += 1;
+                        }
+                        Err(other) => panic!("{other}"),
+                    }
+                }
+                conflicts
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+    assert_eq!(store.version(&id), Some(1 + 8 * 20));
+    let task = store.get(&id, None).unwrap();
+    assert_eq!(task.history.len(), 160);
+    let unique: HashSet<&str> = task.history.iter().map(|m| m.message_id.as_str()).collect();
+    assert_eq!(unique.len(), 160, "every successful write is there once");
+}
+
+#[test]
+fn list_filters_and_pages_without_duplicates_or_gaps_under_concurrent_inserts() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TaskStore::open(dir.path(), Options::default()).unwrap());
+    let mut originals = Vec::new();
+    for i in 0..150 {
+        let written = store
+            .create(NewTask {
+                context_id: Some(format!("ctx-{}", i % 3)),
+                ..NewTask::submitted(None)
+            })
+            .unwrap();
+        if i % 5 == 0 {
+            store
+                .append(
+                    &written.task_id,
+                    None,
+                    vec![status(TaskState::Working), artifact("a", "x", false)],
+                )
+                .unwrap();
+        }
+        originals.push(written.task_id);
+    }
+    let inserter = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            (0..100)
+                .map(|_| store.create(NewTask::submitted(None)).unwrap().task_id)
+                .collect::<Vec<_>>()
+        })
+    };
+    let mut seen = Vec::new();
+    let mut token = None;
+    let mut previous_time = None;
+    loop {
+        let page = store
+            .list(&ListQuery {
+                page_size: Some(17),
+                page_token: token.clone(),
+                ..ListQuery::default()
+            })
+            .unwrap();
+        for task in &page.tasks {
+            let time = task.status.timestamp.unwrap();
+            assert!(previous_time.is_none_or(|p| time <= p), "newest first");
+            previous_time = Some(time);
+            assert!(
+                task.artifacts.is_empty(),
+                "artifacts are left out unless asked for"
+            );
+            seen.push(task.id.clone());
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = Some(page.next_page_token);
+    }
+    let inserted = inserter.join().unwrap();
+    let unique: HashSet<&String> = seen.iter().collect();
+    assert_eq!(unique.len(), seen.len(), "no task twice");
+    for id in &originals {
+        assert!(
+            unique.contains(id),
+            "task {id} that existed before paging began was skipped"
+        );
+    }
+    assert!(
+        seen.iter()
+            .all(|id| originals.contains(id) || inserted.contains(id))
+    );
+
+    let working = store
+        .list(&ListQuery {
+            state: Some(TaskState::Working),
+            include_artifacts: true,
+            ..ListQuery::default()
+        })
+        .unwrap();
+    assert_eq!(working.total_size, 30);
+    assert_eq!(working.tasks.len(), 30);
+    assert!(
+        working
+            .tasks
+            .iter()
+            .all(|t| t.status.state == TaskState::Working && t.artifacts.len() == 1)
+    );
+    let context = store
+        .list(&ListQuery {
+            context_id: Some("ctx-1".into()),
+            page_size: Some(100),
+            ..ListQuery::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (
+            context.total_size,
+            context.tasks.len(),
+            context.next_page_token.as_str()
+        ),
+        (50, 50, "")
+    );
+    let later = store
+        .list(&ListQuery {
+            status_timestamp_after: Some(tasklog_engine::model::Timestamp(i64::MAX)),
+            ..ListQuery::default()
+        })
+        .unwrap();
+    assert_eq!(later.total_size, 0);
+    assert!(matches!(
+        store.list(&ListQuery {
+            page_size: Some(0),
+            ..ListQuery::default()
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.list(&ListQuery {
+            page_size: Some(101),
+            ..ListQuery::default()
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+    assert!(matches!(
+        store.list(&ListQuery {
+            page_token: Some("garbage!".into()),
+            ..ListQuery::default()
+        }),
+        Err(Error::InvalidArgument(_))
+    ));
+}
+
+/// Operations of the task model test.
+#[derive(Debug, Clone)]
+enum TaskOp {
+    Create,
+    Move {
+        task: u8,
+        state: u8,
+        versioned: bool,
+        stale: bool,
+    },
+    Message {
+        task: u8,
+    },
+    Cancel {
+        task: u8,
+    },
+    Reopen,
+    Crash,
+}
+
+fn task_op() -> impl Strategy<Value = TaskOp> {
+    prop_oneof![
+        3 => Just(TaskOp::Create),
+        5 => (any::<u8>(), 0u8..9, any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(task, state, versioned, stale)| TaskOp::Move { task, state, versioned, stale }),
+        2 => any::<u8>().prop_map(|task| TaskOp::Message { task }),
+        1 => any::<u8>().prop_map(|task| TaskOp::Cancel { task }),
+        1 => Just(TaskOp::Reopen),
+        1 => Just(TaskOp::Crash),
+    ]
+}
+
+const STATES: [TaskState; 9] = [
+    TaskState::Unspecified,
+    TaskState::Submitted,
+    TaskState::Working,
+    TaskState::Completed,
+    TaskState::Failed,
+    TaskState::Canceled,
+    TaskState::InputRequired,
+    TaskState::Rejected,
+    TaskState::AuthRequired,
+];
+
+/// The model: per task, its state and version.
+fn run_task_model(ops: Vec<TaskOp>) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    let mut model: BTreeMap<String, (TaskState, u64)> = BTreeMap::new();
+    let mut ids: Vec<String> = Vec::new();
+    let pick = |ids: &Vec<String>, i: u8| {
+        ids.get(i as usize % ids.len().max(1))
+            .cloned()
+            .unwrap_or_else(|| "none".into())
+    };
+    for op in ops {
+        match op {
+            TaskOp::Create => {
+                let written = store.create(NewTask::submitted(None)).unwrap();
+                model.insert(written.task_id.clone(), (TaskState::Submitted, 1));
+                ids.push(written.task_id);
+            }
+            TaskOp::Move {
+                task,
+                state,
+                versioned,
+                stale,
+            } => {
+                let id = pick(&ids, task);
+                let target = STATES[state as usize];
+                let expected = model
+                    .get(&id)
+                    .map(|m| if stale { m.1.saturating_sub(1) } else { m.1 });
+                let result =
+                    store.append(&id, expected.filter(|_| versioned), vec![status(target)]);
+                match (model.get_mut(&id), result) {
+                    (None, Err(Error::TaskNotFound { .. })) => {}
+                    (Some((current, version)), result) => {
+                        let stale_hit = versioned && stale;
+                        match result {
+                            Ok(written) => {
+                                assert!(
+                                    !current.is_terminal()
+                                        && target != TaskState::Unspecified
+                                        && !stale_hit
+                                );
+                                *current = target;
+                                *version += 1;
+                                assert_eq!(written.version, *version);
+                            }
+                            Err(Error::VersionConflict { actual, .. }) => {
+                                assert!(stale_hit && actual == *version)
+                            }
+                            Err(Error::TaskTerminal { state, .. }) => {
+                                assert!(current.is_terminal() && state == *current && !stale_hit)
+                            }
+                            Err(Error::InvalidEvent { .. }) => {
+                                assert!(target == TaskState::Unspecified && !current.is_terminal())
+                            }
+                            Err(other) => panic!("unexpected {other}"),
+                        }
+                    }
+                    (None, other) => panic!("write to a missing task gave {other:?}"),
+                }
+            }
+            TaskOp::Message { task } => {
+                let id = pick(&ids, task);
+                let result =
+                    store.append(&id, None, vec![Event::Message(message("m", Role::User))]);
+                match (model.get_mut(&id), result) {
+                    (Some((state, version)), Ok(_)) if !state.is_terminal() => *version += 1,
+                    (Some((state, _)), Err(Error::TaskTerminal { .. })) if state.is_terminal() => {}
+                    (None, Err(Error::TaskNotFound { .. })) => {}
+                    (entry, result) => panic!("message: model {entry:?}, store {result:?}"),
+                }
+            }
+            TaskOp::Cancel { task } => {
+                let id = pick(&ids, task);
+                match (model.get_mut(&id), store.cancel(&id)) {
+                    (Some((state, version)), Ok(_)) if !state.is_terminal() => {
+                        *state = TaskState::Canceled;
+                        *version += 1;
+                    }
+                    (Some((state, _)), Err(Error::TaskTerminal { .. })) if state.is_terminal() => {}
+                    (None, Err(Error::TaskNotFound { .. })) => {}
+                    (entry, result) => panic!("cancel: model {entry:?}, store {result:?}"),
+                }
+            }
+            TaskOp::Reopen => {
+                store.close().unwrap();
+                store = TaskStore::open(dir.path(), Options::default()).unwrap();
+            }
+            TaskOp::Crash => {
+                // Every write was acknowledged durable (SyncPolicy::Always), so a crash loses none.
+                drop(store);
+                store = TaskStore::open(dir.path(), Options::default()).unwrap();
+            }
+        }
+    }
+    assert_eq!(store.len(), model.len());
+    for (id, (state, version)) in &model {
+        let task = store.get(id, Some(0)).unwrap();
+        assert_eq!(
+            (task.status.state, store.version(id)),
+            (*state, Some(*version)),
+            "task {id}"
+        );
+    }
+    let listed = store
+        .list(&ListQuery {
+            page_size: Some(100),
+            ..ListQuery::default()
+        })
+        .unwrap();
+    assert_eq!(listed.total_size as usize, model.len());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: std::env::var("TASKLOG_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16), ..ProptestConfig::default() })]
+
+    #[test]
+    fn task_store_matches_model(ops in prop::collection::vec(task_op(), 1..60)) {
+        run_task_model(ops);
+    }
+}
