@@ -141,6 +141,21 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     })
 }
 
+/// A cheap test, without the CRC, of whether `bytes` could start a frame whose position lies in
+/// `after_position + 1..=position_max`: zero flags and reserved bytes, a length within the limit.
+pub fn plausible(bytes: &[u8], after_position: u64, position_max: u64) -> bool {
+    let Some(header) = bytes.get(..HEADER_BYTES) else {
+        return false;
+    };
+    let position = le::u64_at(header, POSITION_OFFSET);
+    le::u32_at(header, LEN_OFFSET) <= PAYLOAD_BYTES_MAX
+        && header
+            .get(FLAGS_OFFSET..HEADER_BYTES)
+            .is_some_and(|rest| rest.iter().all(|b| *b == 0))
+        && position > after_position
+        && position <= position_max
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

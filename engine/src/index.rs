@@ -191,6 +191,9 @@ pub fn validate(bytes: &[u8], expected_first_position: u64) -> Result<IndexSumma
     if summary.first_position != expected_first_position {
         return Err("index names another segment");
     }
+    if summary.first_position == 0 || summary.last_position >= crate::limits::POSITION_MAX {
+        return Err("index positions out of range");
+    }
     let entries = bytes.get(HEADER_BYTES..).unwrap_or_default();
     if entries.len() != summary.entry_count as usize * ENTRY_BYTES {
         return Err("index length does not match its entry count");

@@ -1,6 +1,10 @@
 //! Every size and count cap of the engine, with its unit in the name, and the relations between
 //! them checked at compile time.
 
+/// Largest log position. Positions start at 1; bounding them far below `u64::MAX` means no
+/// `position + 1` or `first - 1` computed from bytes on disk can overflow.
+pub const POSITION_MAX: u64 = 1 << 62;
+
 /// Largest payload one record may carry.
 pub const PAYLOAD_BYTES_MAX: u32 = 8 * 1024 * 1024;
 

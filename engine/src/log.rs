@@ -322,6 +322,11 @@ impl Log {
 
     /// Reads the record at `position`.
     ///
+    /// Records are readable as soon as they are written, before the sync that makes them durable
+    /// (Raft replicates entries its leader has not flushed yet), and a record whose sync failed
+    /// stays readable until the poisoned log is reopened. What is durable is
+    /// [`Log::durable_position`]; the task store and subscriptions only ever expose that.
+    ///
     /// # Errors
     /// [`Error::NotFound`] outside [`Log::bounds`], [`Error::Corrupt`] if its bytes fail the CRC.
     pub fn read(&self, position: Position) -> Result<Entry> {
@@ -556,6 +561,11 @@ impl Inner {
                 next: state.next_position,
             });
         }
+        if state.next_position + records.len() as u64 > limits::POSITION_MAX {
+            return Err(Error::InvalidArgument(
+                "the log's position space is exhausted".into(),
+            ));
+        }
         let first = state.next_position;
         for record in records {
             state.push_frame(record, self.options.segment_bytes_max);
@@ -779,10 +789,14 @@ impl Inner {
     }
 
     pub(crate) fn sync(&self) -> Result<()> {
-        let target = {
+        let (target, generation) = {
             let state = lock(&self.write);
             state.check_open()?;
-            state.written
+            if state.maintenance {
+                // A truncate, purge or close is running; each of them syncs what it keeps.
+                return Ok(());
+            }
+            (state.written, self.truncations.load(Ordering::SeqCst))
         };
         let active = read(&self.view).active.clone();
         if let Err(error) = storage::sync_data(&active.file, &active.path, self.dir.faults()) {
@@ -792,7 +806,11 @@ impl Inner {
             return Err(error);
         }
         let mut state = lock(&self.write);
-        state.durable = state.durable.max(target);
+        // A truncation that ran during the sync may have removed records up to `target`: then
+        // this sync proves nothing about the log as it is now, and must not raise `durable`.
+        if generation == self.truncations.load(Ordering::SeqCst) {
+            state.durable = state.durable.max(target).min(state.written);
+        }
         self.notify(state);
         Ok(())
     }
@@ -853,13 +871,13 @@ impl Inner {
             let view = read(&self.view);
             (view.first_position, view.last_position)
         };
-        if keep + 1 < first {
+        if keep >= last {
+            return Ok(None);
+        }
+        if keep < first - 1 {
             return Err(Error::InvalidArgument(format!(
                 "truncate_after({keep}) is before the first position {first}"
             )));
-        }
-        if keep >= last {
-            return Ok(None);
         }
         let cut = keep + 1;
         self.truncations.fetch_add(1, Ordering::SeqCst);
@@ -900,9 +918,11 @@ impl Inner {
                 let prefix = sealed.data.get(..cut_offset as usize).ok_or_else(|| {
                     Error::corrupt(&sealed.path, cut_offset, "cut offset beyond the segment")
                 })?;
-                let file = self.dir.write_atomically(&name, prefix)?;
+                // The index goes first (durably): an index must never outlive the bytes it
+                // describes, or recovery would trust it for a file that has since changed.
                 self.dir.remove(&index_name(sealed.first_position))?;
                 self.dir.sync()?;
+                let file = self.dir.write_atomically(&name, prefix)?;
                 let entries = sealed.index.entries();
                 let kept: Vec<IndexEntry> = (0..entries.count())
                     .map(|i| entries.entry(i))

@@ -141,7 +141,15 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
             }
             dir.remove(&index_name(first))?;
             dir.sync()?;
-            tracing::warn!(segment = %path.display(), offset, reason, "corrupt sealed segment: dropping it from here on (TolerateAny)");
+            storage::set_len_durably(&file, &path, offset, dir.faults())?;
+            tracing::warn!(segment = %path.display(), offset, reason, "corrupt sealed segment: cut here, later segments dropped (TolerateAny)");
+            report.truncations.push(Truncation {
+                segment: path.clone(),
+                offset,
+                dropped_bytes: len - offset,
+                reason,
+                torn_tail: false,
+            });
             active_at = i;
             break;
         }
@@ -278,8 +286,18 @@ fn recover_active(
     len: u64,
     report: &mut RecoveryReport,
 ) -> Result<Io> {
-    let checkpoint =
-        load_index(dir, first, report)?.filter(|index| index.summary().segment_bytes <= len);
+    let checkpoint = match load_index(dir, first, report)? {
+        Some(index) if index.summary().segment_bytes <= len => Some(index),
+        Some(_) => {
+            // It claims bytes the file no longer has: never trust it later, when the file has
+            // grown past that length again with different content.
+            dir.remove(&index_name(first))?;
+            dir.sync()?;
+            report.removed_files.push(dir.join(&index_name(first)));
+            None
+        }
+        None => None,
+    };
     let (start, next_position, entries) = match &checkpoint {
         Some(index) => {
             let view = index.entries();
@@ -337,6 +355,9 @@ fn recover_active(
             torn_tail: torn,
         });
     }
+    // What recovery accepted may have been in the page cache only (written, never synced, before
+    // a process crash); make it durable before the log reports it as such.
+    storage::sync_data(&file, &path, dir.faults())?;
     let active = Arc::new(Active {
         path,
         file: Arc::new(file),
@@ -485,7 +506,16 @@ fn valid_frame_after(
         buffer.truncate(got);
         let mut at = 0usize;
         while at + frame::HEADER_BYTES <= buffer.len() {
-            match frame::decode(buffer.get(at..).unwrap_or_default()) {
+            let rest = buffer.get(at..).unwrap_or_default();
+            // A frame here could hold at most one position per header-sized slot left in the file;
+            // checking that (and the zero bytes) before the CRC keeps this search linear in practice.
+            let remaining = len - (offset + at as u64);
+            let position_max = after_position + remaining / frame::HEADER_BYTES as u64 + 1;
+            if !frame::plausible(rest, after_position, position_max) {
+                at += frame::ALIGN_BYTES;
+                continue;
+            }
+            match frame::decode(rest) {
                 Decoded::Frame(frame) if frame.position > after_position => return Ok(true),
                 Decoded::Incomplete { needed }
                     if offset + (at + needed) as u64 <= len && at > 0 =>

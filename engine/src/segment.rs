@@ -52,7 +52,9 @@ pub fn parse_file_name(name: &str, extension: &str) -> Option<u64> {
     if stem.len() != 20 || !stem.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    stem.parse().ok()
+    stem.parse()
+        .ok()
+        .filter(|p| (1..=crate::limits::POSITION_MAX).contains(p))
 }
 
 /// Encodes the header of a segment starting at `first_position`.
@@ -101,7 +103,11 @@ pub fn decode_header(bytes: &[u8]) -> Result<u64, &'static str> {
     if !reserved_clear {
         return Err("nonzero reserved bytes in segment header");
     }
-    Ok(u64_at(header, FIRST_POSITION_OFFSET))
+    let first_position = u64_at(header, FIRST_POSITION_OFFSET);
+    if !(1..=crate::limits::POSITION_MAX).contains(&first_position) {
+        return Err("segment first position out of range");
+    }
+    Ok(first_position)
 }
 
 /// `path`'s file name, for messages.
@@ -128,6 +134,8 @@ mod tests {
             "0000000000000000000a.seg",
             "00000000000000000001.seg.tmp",
             "LOCK",
+            "00000000000000000000.seg",
+            "99999999999999999999.seg",
         ] {
             assert_eq!(parse_file_name(bad, EXTENSION), None, "{bad}");
         }

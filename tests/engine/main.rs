@@ -15,4 +15,5 @@ mod log_basics;
 mod model;
 mod poison;
 mod recovery;
+mod regressions;
 mod tasks;

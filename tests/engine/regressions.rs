@@ -1,0 +1,179 @@
+//! Regressions found by the review of 2026-11-21 (one test per finding, numbered as in the review):
+//! 1. `sync()` racing `truncate_after` raised `durable` past the end of the log, so appends were
+//!    acknowledged before they were written.
+//! 2. `truncate_after` into a sealed segment removed the old index only after renaming the shorter
+//!    file into place; a crash or failed fsync between the two left an index that recovery later
+//!    trusted for bytes that had changed.
+//! 7. A `TolerateAny` cut inside a sealed segment was reported as a torn tail.
+//! 8. Crafted files (position 0, an index claiming `u64::MAX`) panicked at open.
+//! 9. `truncate_after(u64::MAX)` overflowed and poisoned the log.
+
+use std::fs;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use tasklog_engine::{Error, Log, NewRecord, Options, Position, RecoveryMode, SyncPolicy, segment};
+
+use crate::common::{all_payloads, fill, payload, segments, small_segments, with_mode};
+
+#[test]
+fn t1_sync_racing_truncate_never_acknowledges_an_unwritten_append() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(Log::open(dir.path(), Options::default()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let syncer = {
+        let (log, stop) = (log.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                log.sync().unwrap();
+            }
+        })
+    };
+    for round in 0..300u64 {
+        let records: Vec<Vec<u8>> = (0..20).map(|i| payload(round, i, 24)).collect();
+        let batch: Vec<NewRecord<'_>> = records.iter().map(|p| NewRecord::new(0, p)).collect();
+        let appended = log.append(&batch).unwrap();
+        log.truncate_after(Position::new(appended.last.get() - 15))
+            .unwrap();
+        let one = payload(round, 99, 24);
+        let appended = log.append(&[NewRecord::new(0, &one)]).unwrap();
+        assert_eq!(
+            log.read(appended.last).unwrap().payload(),
+            &one[..],
+            "round {round}"
+        );
+        assert!(
+            log.durable_position() <= log.bounds().1,
+            "round {round}: durable past the end"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    syncer.join().unwrap();
+}
+
+#[test]
+fn t2_a_failed_truncation_into_a_sealed_segment_never_leaves_a_trusted_stale_index() {
+    // Fail each fsync of the truncation in turn. Then reopen, and append small records until the
+    // cut segment grows back past the length an old index of it claimed (the window in which a
+    // stale index would be trusted), crash, and reopen: every acknowledged record must be there.
+    for failing_sync in 0..6u64 {
+        let dir = tempfile::tempdir().unwrap();
+        let log = Log::open(dir.path(), small_segments()).unwrap();
+        fill(&log, 400, 300);
+        assert!(log.segment_count() >= 2);
+        let first = segments(dir.path())[0].clone();
+        let old_index_bytes = {
+            let bytes = fs::read(first.with_extension("idx")).unwrap();
+            u64::from_le_bytes(bytes[32..40].try_into().unwrap())
+        };
+        log.faults().fail_sync_after(failing_sync);
+        let _ = log.truncate_after(Position::new(10));
+        drop(log);
+        let log = Log::open(dir.path(), small_segments()).unwrap();
+        let start = log.bounds().1.get();
+        let mut written = Vec::new();
+        while log.segment_count() == 1 && fs::metadata(&first).unwrap().len() <= old_index_bytes {
+            written.extend(fill(&log, 1, 16));
+        }
+        log.crash();
+        let log = Log::open(dir.path(), small_segments())
+            .unwrap_or_else(|e| panic!("fsync {failing_sync}: reopen failed: {e}"));
+        let all = all_payloads(&log);
+        assert_eq!(
+            all.len() as u64,
+            start + written.len() as u64,
+            "fsync {failing_sync}"
+        );
+        assert_eq!(all[start as usize..], written[..], "fsync {failing_sync}");
+    }
+}
+
+#[test]
+fn t7_a_tolerate_any_cut_in_a_sealed_segment_is_reported_as_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    fill(&log, 700, 300);
+    log.close().unwrap();
+    let first = segments(dir.path())[0].clone();
+    fs::remove_file(first.with_extension("idx")).unwrap();
+    // Damage the last frame of the sealed segment: nothing valid follows it inside the segment,
+    // yet it is corruption, not a torn tail, because later segments existed.
+    let mut bytes = fs::read(&first).unwrap();
+    let mut offset = segment::HEADER_BYTES;
+    let mut last = offset;
+    while let tasklog_engine::frame::Decoded::Frame(f) =
+        tasklog_engine::frame::decode(&bytes[offset..])
+    {
+        last = offset;
+        offset += f.len;
+    }
+    bytes[last + 40] ^= 0x01;
+    fs::write(&first, bytes).unwrap();
+    let log = Log::open(
+        dir.path(),
+        with_mode(small_segments(), RecoveryMode::TolerateAny),
+    )
+    .unwrap();
+    let report = log.recovery_report();
+    assert_eq!(report.truncations.len(), 1, "{report:?}");
+    assert!(!report.truncations[0].torn_tail);
+    assert_eq!(report.truncations[0].segment, first);
+    assert!(
+        !report.removed_files.is_empty(),
+        "later segments were dropped and reported"
+    );
+    assert!(log.bounds().1.get() > 0);
+}
+
+#[test]
+fn t8_crafted_positions_give_typed_errors_not_panics() {
+    // A segment file whose header claims position 0.
+    let dir = tempfile::tempdir().unwrap();
+    let mut header = segment::encode_header(1);
+    header[16] = 0;
+    let crc = crc32fast::hash(&header[..60]);
+    header[60..].copy_from_slice(&crc.to_le_bytes());
+    fs::write(dir.path().join(segment::file_name(1)), header).unwrap();
+    assert!(matches!(
+        Log::open(dir.path(), Options::default()),
+        Err(Error::Corrupt { offset: 0, .. })
+    ));
+    // A file named for position 0 is not a segment at all.
+    assert_eq!(
+        segment::parse_file_name("00000000000000000000.seg", segment::EXTENSION),
+        None
+    );
+    // An index claiming the last position u64::MAX is invalid, so it is rebuilt.
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let written = fill(&log, 300, 300);
+    log.close().unwrap();
+    let index = segments(dir.path())[0].with_extension("idx");
+    let summary = tasklog_engine::index::IndexSummary {
+        first_position: 1,
+        last_position: u64::MAX,
+        segment_bytes: 100,
+        entry_count: 0,
+    };
+    fs::write(&index, tasklog_engine::index::encode(&summary, &[])).unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert!(log.recovery_report().rebuilt_indexes.contains(&index));
+    assert_eq!(all_payloads(&log), written);
+}
+
+#[test]
+fn t9_truncating_past_the_end_is_a_no_op_even_at_the_largest_position() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(
+        dir.path(),
+        Options {
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    fill(&log, 3, 10);
+    log.truncate_after(Position::new(u64::MAX)).unwrap();
+    assert_eq!(log.bounds().1, Position::new(3));
+    log.append(&[NewRecord::new(0, b"still writable")]).unwrap();
+}
