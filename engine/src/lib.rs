@@ -43,6 +43,7 @@ pub mod segment;
 pub mod state;
 mod storage;
 mod store;
+pub mod subscribe;
 mod task;
 
 pub use config::{Options, RecoveryMode, SyncPolicy};

@@ -310,6 +310,12 @@ impl Log {
         )
     }
 
+    /// Last position acknowledged to appenders: durable under [`SyncPolicy::Always`], written
+    /// to the OS under the other policies. Subscriptions follow this. Lock-free.
+    pub fn acknowledged_position(&self) -> Position {
+        Position::new(self.inner.acked.load(Ordering::SeqCst))
+    }
+
     /// Last position covered by an fsync.
     pub fn durable_position(&self) -> Position {
         Position::new(lock(&self.inner.write).durable)

@@ -23,8 +23,8 @@ pub struct TaskMeta {
     pub context_id: String,
     /// Time of the current status (the `ListTasks` order).
     pub status_timestamp: Timestamp,
-    /// Log positions of the task's event batches, oldest first.
-    pub positions: Vec<u64>,
+    /// The task's event batches, oldest first: `(log position, version of its last event)`.
+    pub batches: Vec<(u64, u64)>,
     /// Ids of its artifacts (an `append` must name one of them).
     pub artifact_ids: Vec<String>,
 }
@@ -187,7 +187,7 @@ impl TaskTable {
                 state: TaskState::Submitted,
                 context_id: String::new(),
                 status_timestamp: batch.timestamp,
-                positions: Vec::new(),
+                batches: Vec::new(),
                 artifact_ids: Vec::new(),
             });
         for event in &batch.events {
@@ -212,7 +212,7 @@ impl TaskTable {
             }
         }
         meta.version = batch.last_version();
-        meta.positions.push(position);
+        meta.batches.push((position, meta.version));
         let key = (Reverse(meta.status_timestamp), task_id.clone());
         if previous_key.as_ref() != Some(&key) {
             if let Some(previous) = previous_key {

@@ -9,12 +9,13 @@
 //! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
 //! let a large store open without a replay are the next step; see the README.)
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use base64::Engine as _;
+use tokio::sync::Notify;
 
 use crate::config::Options;
 use crate::entry::{NewRecord, Position};
@@ -25,6 +26,7 @@ use crate::log::{Log, lock};
 use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
 use crate::record;
 use crate::state::{OrderKey, TaskTable, fold};
+use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription};
 
 /// A new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,12 +107,16 @@ pub struct TaskStore {
     idle: Condvar,
     /// The last timestamp handed out, so timestamps never go backwards.
     clock_ms: AtomicI64,
+    /// Woken after every write, for tails.
+    tail_notify: Arc<Notify>,
 }
 
 struct Table {
     tasks: TaskTable,
     /// Tasks with a write in flight: other writers to them wait.
     busy: HashSet<String>,
+    /// Wakeups of the tasks that have subscribers.
+    watchers: HashMap<String, Arc<Notify>>,
 }
 
 impl TaskStore {
@@ -145,9 +151,11 @@ impl TaskStore {
             table: Mutex::new(Table {
                 tasks,
                 busy: HashSet::new(),
+                watchers: HashMap::new(),
             }),
             idle: Condvar::new(),
             clock_ms: AtomicI64::new(0),
+            tail_notify: Arc::new(Notify::new()),
         })
     }
 
@@ -233,7 +241,12 @@ impl TaskStore {
         let positions = lock(&self.table)
             .tasks
             .get(task_id)
-            .map(|meta| meta.positions.clone())
+            .map(|meta| {
+                meta.batches
+                    .iter()
+                    .map(|(position, _)| *position)
+                    .collect::<Vec<_>>()
+            })
             .ok_or_else(|| Error::TaskNotFound {
                 task_id: task_id.to_string(),
             })?;
@@ -371,6 +384,9 @@ impl TaskStore {
         table.busy.remove(&batch.task_id);
         let result = appended.map(|appended| {
             table.tasks.apply(appended.first.get(), &batch);
+            if let Some(watchers) = table.watchers.get(&batch.task_id) {
+                watchers.notify_waiters();
+            }
             Written {
                 task_id: batch.task_id.clone(),
                 version: batch.last_version(),
@@ -379,7 +395,99 @@ impl TaskStore {
         });
         drop(table);
         self.idle.notify_all();
+        if result.is_ok() {
+            self.tail_notify.notify_waiters();
+        }
         result
+    }
+
+    /// Follows a task: first its events from `from_version` on (1: all of them), then each new
+    /// write as it becomes durable. [`TaskSubscription::caught_up`] says where the replay ends.
+    ///
+    /// # Errors
+    /// [`Error::TaskNotFound`].
+    pub fn subscribe(
+        self: &Arc<Self>,
+        task_id: &str,
+        from_version: u64,
+    ) -> Result<TaskSubscription> {
+        let mut table = lock(&self.table);
+        let (version, position) = table
+            .tasks
+            .get(task_id)
+            .map(|meta| {
+                (
+                    meta.version,
+                    meta.batches.last().map_or(0, |(position, _)| *position),
+                )
+            })
+            .ok_or_else(|| Error::TaskNotFound {
+                task_id: task_id.to_string(),
+            })?;
+        let notify = table
+            .watchers
+            .entry(task_id.to_string())
+            .or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        drop(table);
+        let caught_up = CaughtUp {
+            version,
+            position: Position::new(position),
+        };
+        Ok(TaskSubscription::new(
+            self.clone(),
+            task_id.to_string(),
+            from_version.max(1),
+            notify,
+            caught_up,
+        ))
+    }
+
+    /// Follows every write to the store from log position `from` on.
+    /// [`Tail::caught_up`] names the last record committed when the tail began.
+    pub fn tail(self: &Arc<Self>, from: Position) -> Tail {
+        let caught_up = CaughtUp {
+            version: 0,
+            position: self.log.acknowledged_position(),
+        };
+        Tail::new(
+            self.clone(),
+            from.get().max(1),
+            self.tail_notify.clone(),
+            caught_up,
+        )
+    }
+
+    /// Where the batch holding `version` of a task is; `None` if the task does not exist.
+    pub(crate) fn batch_for(&self, task_id: &str, version: u64) -> Option<BatchLookup> {
+        let table = lock(&self.table);
+        let meta = table.tasks.get(task_id)?;
+        if version > meta.version {
+            return Some(if meta.state.is_terminal() {
+                BatchLookup::Finished
+            } else {
+                BatchLookup::NotYet
+            });
+        }
+        let at = meta
+            .batches
+            .partition_point(|(_, last_version)| *last_version < version);
+        meta.batches
+            .get(at)
+            .map(|(position, _)| BatchLookup::At(*position))
+    }
+
+    /// Drops a task's wakeup once its last subscriber goes.
+    pub(crate) fn unwatch(&self, task_id: &str, notify: &Arc<Notify>) {
+        let mut table = lock(&self.table);
+        // The map holds one reference and the departing subscription another.
+        if table
+            .watchers
+            .get(task_id)
+            .is_some_and(|n| Arc::ptr_eq(n, notify) && Arc::strong_count(n) <= 2)
+        {
+            table.watchers.remove(task_id);
+        }
     }
 
     /// Wall-clock milliseconds, never below the last value handed out.

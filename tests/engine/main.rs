@@ -7,6 +7,7 @@
 //! - `model`: proptest sequences of operations and crashes against an in-memory model.
 //! - `kill`: a child process killed with SIGKILL mid-append, then the log is checked.
 //! - `tasks`: the task store: lifecycle, guards, optimistic concurrency, paging, model test.
+//! - `subscriptions`: replay then follow, order, tails, bounded memory with idle subscribers.
 
 mod common;
 mod concurrency;
@@ -16,4 +17,5 @@ mod model;
 mod poison;
 mod recovery;
 mod regressions;
+mod subscriptions;
 mod tasks;

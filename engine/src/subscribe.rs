@@ -1,0 +1,262 @@
+//! Subscriptions: replay from the log, report where the replay ended, then follow new writes.
+//!
+//! A subscription is a cursor, nothing more: it keeps the next version (or position) it owes its
+//! reader and reads records from the log when asked. There is no per-subscriber buffer, so a slow
+//! reader holds no memory for anyone, never slows a writer, and cannot miss or duplicate an event:
+//! it simply reads further back in the log. Writers only wake the subscribers of the task they
+//! wrote to (one `tokio::sync::Notify` per watched task, dropped with its last subscriber), and
+//! tails through one store-wide `Notify`. Every subscriber reads the same log, so all see the same
+//! order.
+//!
+//! The futures are runtime-agnostic (`tokio::sync` needs no runtime); [`block_on`] drives one on
+//! the calling thread for code without an executor.
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use tokio::sync::Notify;
+
+use crate::entry::Position;
+use crate::error::Result;
+use crate::event::{Event, EventBatch, TASK_BATCH_KIND};
+use crate::model::Timestamp;
+use crate::record;
+use crate::store::TaskStore;
+
+/// Events of one write, delivered to a task subscriber.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// Log position of the write (an SSE `id:` that survives reconnects to any node).
+    pub position: Position,
+    /// Version of the first event in `events`.
+    pub first_version: u64,
+    /// When the write was made.
+    pub timestamp: Timestamp,
+    /// The events not yet delivered to this subscriber, in order.
+    pub events: Vec<Event>,
+}
+
+/// Where a subscription's replay ends: what was committed when it was made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CaughtUp {
+    /// The task's version then (for a tail: 0).
+    pub version: u64,
+    /// The log position then: the task's last write (for a tail: the last committed record).
+    pub position: Position,
+}
+
+/// What a non-blocking poll found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next {
+    /// The next events.
+    Delivery(Delivery),
+    /// Nothing new yet.
+    Idle,
+    /// Nothing will ever follow: the task is terminal and everything was delivered, or it was
+    /// deleted.
+    Ended,
+}
+
+/// Follows one task from a version on.
+pub struct TaskSubscription {
+    store: Arc<TaskStore>,
+    task_id: String,
+    next_version: u64,
+    notify: Arc<Notify>,
+    caught_up: CaughtUp,
+}
+
+impl TaskSubscription {
+    pub(crate) fn new(
+        store: Arc<TaskStore>,
+        task_id: String,
+        next_version: u64,
+        notify: Arc<Notify>,
+        caught_up: CaughtUp,
+    ) -> Self {
+        TaskSubscription {
+            store,
+            task_id,
+            next_version,
+            notify,
+            caught_up,
+        }
+    }
+
+    /// The task followed.
+    pub fn task_id(&self) -> &str {
+        &self.task_id
+    }
+
+    /// Where the replay ends: deliveries up to this version are history, later ones are live.
+    pub fn caught_up(&self) -> CaughtUp {
+        self.caught_up
+    }
+
+    /// The next version this subscription will deliver.
+    pub fn next_version(&self) -> u64 {
+        self.next_version
+    }
+
+    /// The next events if there are any, without waiting.
+    ///
+    /// # Errors
+    /// Log read errors.
+    pub fn try_next(&mut self) -> Result<Next> {
+        let Some(found) = self.store.batch_for(&self.task_id, self.next_version) else {
+            return Ok(Next::Ended);
+        };
+        let position = match found {
+            BatchLookup::At(position) => position,
+            BatchLookup::NotYet => return Ok(Next::Idle),
+            BatchLookup::Finished => return Ok(Next::Ended),
+        };
+        let entry = self.store.log().read(Position::new(position))?;
+        let batch: EventBatch = record::decode(&entry)?;
+        let skip = self.next_version.saturating_sub(batch.first_version) as usize;
+        let first_version = batch.first_version + skip as u64;
+        self.next_version = batch.last_version() + 1;
+        Ok(Next::Delivery(Delivery {
+            position: Position::new(position),
+            first_version,
+            timestamp: batch.timestamp,
+            events: batch.events.into_iter().skip(skip).collect(),
+        }))
+    }
+
+    /// The next events, waiting for a write if there is none yet; `None` once nothing can follow.
+    ///
+    /// # Errors
+    /// Log read errors.
+    pub async fn next(&mut self) -> Result<Option<Delivery>> {
+        loop {
+            // Register for the wakeup before looking, so a write in between is not missed.
+            let notify = self.notify.clone();
+            let mut notified = pin!(notify.notified());
+            notified.as_mut().enable();
+            match self.try_next()? {
+                Next::Delivery(delivery) => return Ok(Some(delivery)),
+                Next::Ended => return Ok(None),
+                Next::Idle => notified.await,
+            }
+        }
+    }
+}
+
+impl Drop for TaskSubscription {
+    fn drop(&mut self) {
+        self.store.unwatch(&self.task_id, &self.notify);
+    }
+}
+
+/// What the store found for a subscription's next version.
+pub(crate) enum BatchLookup {
+    /// The batch holding it is at this position.
+    At(u64),
+    /// Not written yet.
+    NotYet,
+    /// The task is terminal and everything was delivered.
+    Finished,
+}
+
+/// Follows every write to the store, from a log position on.
+pub struct Tail {
+    store: Arc<TaskStore>,
+    next: u64,
+    notify: Arc<Notify>,
+    caught_up: CaughtUp,
+}
+
+impl Tail {
+    pub(crate) fn new(
+        store: Arc<TaskStore>,
+        next: u64,
+        notify: Arc<Notify>,
+        caught_up: CaughtUp,
+    ) -> Self {
+        Tail {
+            store,
+            next,
+            notify,
+            caught_up,
+        }
+    }
+
+    /// Where the replay ends: records up to this position were committed when the tail began.
+    pub fn caught_up(&self) -> CaughtUp {
+        self.caught_up
+    }
+
+    /// The position of the next record this tail will read.
+    pub fn next_position(&self) -> Position {
+        Position::new(self.next)
+    }
+
+    /// Up to `max` committed writes from the cursor on, without waiting (empty: none yet).
+    ///
+    /// # Errors
+    /// Log read errors; [`crate::Error::NotFound`] if the cursor was purged by retention.
+    pub fn try_next(&mut self, max: usize) -> Result<Vec<(Position, EventBatch)>> {
+        let committed = self.store.log().acknowledged_position().get();
+        if self.next > committed {
+            return Ok(Vec::new());
+        }
+        let want = max.min((committed - self.next + 1) as usize).max(1);
+        let mut out = Vec::new();
+        for entry in self
+            .store
+            .log()
+            .read_range(Position::new(self.next), want, usize::MAX)?
+        {
+            if entry.position().get() > committed {
+                break;
+            }
+            self.next = entry.position().get() + 1;
+            if entry.kind() == TASK_BATCH_KIND {
+                out.push((entry.position(), record::decode(&entry)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Up to `max` committed writes, waiting for one if there is none yet.
+    ///
+    /// # Errors
+    /// As [`Tail::try_next`].
+    pub async fn next(&mut self, max: usize) -> Result<Vec<(Position, EventBatch)>> {
+        loop {
+            let notify = self.notify.clone();
+            let mut notified = pin!(notify.notified());
+            notified.as_mut().enable();
+            let batch = self.try_next(max)?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs a future to completion on the calling thread (for callers without an async runtime).
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    struct ThreadWaker(std::thread::Thread);
+    impl Wake for ThreadWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.unpark();
+        }
+        fn wake_by_ref(self: &Arc<Self>) {
+            self.0.unpark();
+        }
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut context = Context::from_waker(&waker);
+    let mut future = pin!(future);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut context) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
