@@ -53,4 +53,4 @@ pub use log::Log;
 pub use recovery::{RecoveryReport, Truncation};
 #[cfg(feature = "testing")]
 pub use storage::Faults;
-pub use store::{ListPage, ListQuery, NewTask, TaskStore, Written};
+pub use store::{ListPage, ListQuery, NewTask, TaskStore, TaskSummary, Written};

@@ -67,6 +67,19 @@ pub struct Written {
     pub position: Position,
 }
 
+/// A task's latest state, as kept in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskSummary {
+    /// Current version.
+    pub version: u64,
+    /// Current state.
+    pub state: TaskState,
+    /// The task's context.
+    pub context_id: String,
+    /// Time of the current status.
+    pub status_timestamp: Timestamp,
+}
+
 /// A `ListTasks` query.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ListQuery {
@@ -180,6 +193,19 @@ impl TaskStore {
             .tasks
             .get(task_id)
             .map(|meta| meta.version)
+    }
+
+    /// The task's latest state, version, context and status time, from memory (no log read).
+    pub fn summary(&self, task_id: &str) -> Option<TaskSummary> {
+        lock(&self.table)
+            .tasks
+            .get(task_id)
+            .map(|meta| TaskSummary {
+                version: meta.version,
+                state: meta.state,
+                context_id: meta.context_id.clone(),
+                status_timestamp: meta.status_timestamp,
+            })
     }
 
     /// Creates a task; with `task_id` set, only if no task has that id.
