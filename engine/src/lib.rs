@@ -45,6 +45,7 @@ mod storage;
 mod store;
 pub mod subscribe;
 mod task;
+mod verify;
 
 pub use config::{Options, RecoveryMode, SyncPolicy};
 pub use entry::{Appended, Entry, NewRecord, Position};
@@ -54,3 +55,4 @@ pub use recovery::{RecoveryReport, Truncation};
 #[cfg(feature = "testing")]
 pub use storage::Faults;
 pub use store::{ListPage, ListQuery, NewTask, TaskStore, TaskSummary, Written};
+pub use verify::{SegmentInfo, VerifyReport};

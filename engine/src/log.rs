@@ -71,7 +71,7 @@ pub(crate) struct Inner {
     acked: AtomicU64,
 
     io: Mutex<Io>,
-    view: RwLock<View>,
+    pub(crate) view: RwLock<View>,
     /// Bumped by every truncation, so a read that raced with one retries instead of reporting the
     /// bytes it saw change as corruption.
     truncations: AtomicU64,
@@ -247,6 +247,10 @@ impl Log {
             flusher,
             report: recovered.report,
         })
+    }
+
+    pub(crate) fn inner(&self) -> &Inner {
+        &self.inner
     }
 
     /// What recovery found and did when this log was opened.

@@ -9,6 +9,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use tasklog_engine::{Log, NewRecord, Options, Position};
 
+/// Record kind of demo events: not a task event batch (kind 1), so the task store ignores them
+/// and `tasklog inspect` / `verify` check them as plain frames.
+pub const DEMO_KIND: u8 = 0xD0;
+
 /// What `tasklog demo` should do.
 #[derive(Debug, Clone)]
 pub struct DemoArgs {
@@ -68,7 +72,7 @@ pub fn run(args: &DemoArgs) -> anyhow::Result<DemoReport> {
                     if i >= events {
                         return Ok(());
                     }
-                    log.append(&[NewRecord::new(1, &event_payload(i, size))])?;
+                    log.append(&[NewRecord::new(DEMO_KIND, &event_payload(i, size))])?;
                 }
             })
         })

@@ -6,3 +6,4 @@
 //! heartbeat, ack), health and metrics, and a local three-node cluster in one command.
 
 pub mod demo;
+pub mod inspect;

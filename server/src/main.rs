@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tasklog_server::demo::{self, DemoArgs};
+use tasklog_server::inspect;
 
 #[derive(Parser)]
 #[command(
@@ -34,6 +35,20 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         payload_bytes: usize,
     },
+    /// Show what a data directory holds: segments, positions, tasks by state, recovery.
+    Inspect {
+        /// The data directory.
+        dir: PathBuf,
+    },
+    /// Check every byte of a data directory (frames, CRCs, positions, offset indexes, task
+    /// records) without repairing anything; exits non-zero on the first problem.
+    Verify {
+        /// The data directory.
+        dir: PathBuf,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -59,6 +74,8 @@ fn main() -> anyhow::Result<()> {
             let report = demo::run(&args)?;
             print!("{}", demo::render(&args, &report));
         }
+        Command::Inspect { dir } => print!("{}", inspect::inspect(&dir)?),
+        Command::Verify { dir, quiet } => print!("{}", inspect::verify(&dir, !quiet)?),
     }
     Ok(())
 }

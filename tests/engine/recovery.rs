@@ -247,3 +247,68 @@ fn a_clean_close_checkpoints_and_a_crash_scans_only_the_tail() {
     );
     assert_eq!(log.bounds().1, Position::new(160));
 }
+
+#[test]
+fn verify_checks_every_frame_and_every_index_entry() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    fill(&log, 700, 300);
+    let mut calls = 0;
+    let report = log
+        .verify(&mut |done, total| {
+            calls += 1;
+            assert!(done <= total);
+        })
+        .unwrap();
+    assert_eq!(report.records, 700);
+    assert_eq!(report.segments.len(), log.segment_count());
+    assert_eq!(calls, report.segments.len());
+    assert!(
+        report
+            .segments
+            .iter()
+            .rev()
+            .skip(1)
+            .all(|s| s.sealed && s.index_entries > 1)
+    );
+    log.close().unwrap();
+
+    // A damaged frame inside a sealed segment that open trusts (its index is valid).
+    let sealed = segments(dir.path())[1].clone();
+    let original = fs::read(&sealed).unwrap();
+    let mut damaged = original.clone();
+    damaged[64 + 3 * frame::frame_len(300) + 50] ^= 0x40;
+    fs::write(&sealed, &damaged).unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let error = log.verify(&mut |_, _| {}).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupt { ref segment, offset, .. } if *segment == sealed && offset == 64 + 3 * frame::frame_len(300) as u64),
+        "{error}"
+    );
+    drop(log);
+    fs::write(&sealed, &original).unwrap();
+
+    // An index entry that passes the index file's own checks but points into the middle of a frame.
+    let index_path = sealed.with_extension("idx");
+    let bytes = fs::read(&index_path).unwrap();
+    let summary = tasklog_engine::index::validate(
+        &bytes,
+        u64::from_le_bytes(bytes[16..24].try_into().unwrap()),
+    )
+    .unwrap();
+    let view = tasklog_engine::index::EntryBytes(&bytes[64..]);
+    use tasklog_engine::index::Entries;
+    let mut entries: Vec<_> = (0..view.count()).map(|i| view.entry(i)).collect();
+    entries[1].offset += 8;
+    fs::write(
+        &index_path,
+        tasklog_engine::index::encode(&summary, &entries),
+    )
+    .unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let error = log.verify(&mut |_, _| {}).unwrap_err();
+    assert!(
+        matches!(error, Error::Corrupt { reason, .. } if reason.contains("offset-index entry")),
+        "{error}"
+    );
+}
