@@ -54,5 +54,7 @@ pub use log::Log;
 pub use recovery::{RecoveryReport, Truncation};
 #[cfg(feature = "testing")]
 pub use storage::Faults;
-pub use store::{ListPage, ListQuery, NewTask, TaskStore, TaskSummary, Written};
+pub use store::{
+    ListPage, ListQuery, NewTask, Retention, RetentionReport, TaskStore, TaskSummary, Written,
+};
 pub use verify::{SegmentInfo, VerifyReport};

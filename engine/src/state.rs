@@ -55,6 +55,26 @@ impl TaskTable {
         self.tasks.is_empty()
     }
 
+    /// The smallest log position any live task still needs (its first record), if any task lives.
+    pub fn first_live_position(&self) -> Option<u64> {
+        self.tasks
+            .values()
+            .filter_map(|meta| meta.batches.first().map(|(position, _)| *position))
+            .min()
+    }
+
+    /// Terminal tasks, oldest status first.
+    pub fn terminal_oldest_first(&self) -> Vec<(Timestamp, String)> {
+        let mut out: Vec<(Timestamp, String)> = self
+            .tasks
+            .iter()
+            .filter(|(_, meta)| meta.state.is_terminal())
+            .map(|(id, meta)| (meta.status_timestamp, id.clone()))
+            .collect();
+        out.sort();
+        out
+    }
+
     /// Tasks in `ListTasks` order (newest status first), starting strictly after `after`.
     pub fn ordered_after<'a>(
         &'a self,
@@ -158,6 +178,9 @@ impl TaskTable {
                 Event::Deleted => {
                     if i + 1 != batch.events.len() {
                         return Err(invalid("deleted must be the last event".into()));
+                    }
+                    if !state.is_some_and(TaskState::is_terminal) {
+                        return Err(invalid("only a terminal task can be deleted".into()));
                     }
                 }
             }
@@ -405,6 +428,13 @@ mod tests {
             })
         ));
         assert_eq!(table.get("t").unwrap().version, 1);
+        assert!(
+            matches!(
+                table.check(&batch("t", 2, vec![Event::Deleted]), None),
+                Err(Error::InvalidEvent { .. })
+            ),
+            "only terminal tasks are deleted"
+        );
         let done = batch(
             "t",
             2,

@@ -67,6 +67,26 @@ pub struct Written {
     pub position: Position,
 }
 
+/// Which terminal tasks retention deletes. Active and interrupted tasks are never deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retention {
+    /// Delete terminal tasks whose final status is older than this many milliseconds.
+    pub terminal_ttl_ms: Option<u64>,
+    /// Keep at most this many terminal tasks (the oldest go first).
+    pub terminal_count_max: Option<usize>,
+}
+
+/// What [`TaskStore::apply_retention`] did.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RetentionReport {
+    /// Tasks deleted.
+    pub deleted: Vec<String>,
+    /// Segment files removed because no live task needs them.
+    pub segments_removed: usize,
+    /// First position the log still holds.
+    pub first_position: Position,
+}
+
 /// A task's latest state, as kept in memory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskSummary {
@@ -425,6 +445,50 @@ impl TaskStore {
             self.tail_notify.notify_waiters();
         }
         result
+    }
+
+    /// Deletes a terminal task: a `Deleted` event, so a replicated log carries the same decision.
+    ///
+    /// # Errors
+    /// [`Error::InvalidEvent`] when the task is not terminal, [`Error::TaskNotFound`].
+    pub fn delete(&self, task_id: &str) -> Result<Written> {
+        self.append(task_id, None, vec![Event::Deleted])
+    }
+
+    /// Deletes the terminal tasks that `policy` says are too old or too many, as of `now`, then
+    /// removes the whole segments that no live task needs any more.
+    ///
+    /// # Errors
+    /// Log errors. A task that changed meanwhile is skipped, not an error.
+    pub fn apply_retention(&self, policy: &Retention, now: Timestamp) -> Result<RetentionReport> {
+        let terminal = lock(&self.table).tasks.terminal_oldest_first();
+        let over_count = policy
+            .terminal_count_max
+            .map_or(0, |max| terminal.len().saturating_sub(max));
+        let mut report = RetentionReport::default();
+        for (i, (status_time, task_id)) in terminal.iter().enumerate() {
+            let expired = policy.terminal_ttl_ms.is_some_and(|ttl| {
+                status_time
+                    .0
+                    .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))
+                    <= now.0
+            });
+            if i >= over_count && !expired {
+                continue;
+            }
+            match self.delete(task_id) {
+                Ok(_) => report.deleted.push(task_id.clone()),
+                Err(Error::TaskNotFound { .. } | Error::InvalidEvent { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        let before = self.log.segment_count();
+        let keep_from = lock(&self.table).tasks.first_live_position();
+        let purge_to = keep_from.unwrap_or(self.log.next_position().get());
+        self.log.purge_before(Position::new(purge_to))?;
+        report.segments_removed = before.saturating_sub(self.log.segment_count());
+        report.first_position = self.log.bounds().0;
+        Ok(report)
     }
 
     /// Follows a task: first its events from `from_version` on (1: all of them), then each new

@@ -555,3 +555,89 @@ proptest! {
         run_task_model(ops);
     }
 }
+
+#[test]
+fn retention_deletes_old_terminal_tasks_and_reclaims_whole_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_bytes_max: 64 * 1024,
+        ..Options::default()
+    };
+    let store = TaskStore::open(dir.path(), options.clone()).unwrap();
+    let big = Message {
+        parts: vec![Part::text("x".repeat(1000))],
+        ..message("first", Role::User)
+    };
+    let ids: Vec<String> = (0..300)
+        .map(|_| {
+            store
+                .create(NewTask::submitted(Some(big.clone())))
+                .unwrap()
+                .task_id
+        })
+        .collect();
+    for (i, id) in ids[..250].iter().enumerate() {
+        if i == 240 {
+            // Status times have millisecond resolution: keep the last ten clearly newest.
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        store
+            .append(id, None, vec![status(TaskState::Completed)])
+            .unwrap();
+    }
+    assert!(
+        matches!(store.delete(&ids[299]), Err(Error::InvalidEvent { .. })),
+        "active tasks are never deleted"
+    );
+    let segments_before = store.log().segment_count();
+
+    let policy = tasklog_engine::Retention {
+        terminal_count_max: Some(10),
+        ..Default::default()
+    };
+    let now = tasklog_engine::model::Timestamp(i64::MAX / 2);
+    let report = store.apply_retention(&policy, now).unwrap();
+    assert_eq!(report.deleted.len(), 240);
+    let deleted: HashSet<&String> = report.deleted.iter().collect();
+    let oldest: HashSet<&String> = ids[..240].iter().collect();
+    assert!(deleted == oldest, "the oldest terminal tasks go first");
+    assert!(
+        report.segments_removed > 0 && report.first_position.get() > 1,
+        "{report:?} of {segments_before} segments"
+    );
+    assert!(
+        report.first_position.get() <= 241,
+        "nothing a live task needs is removed: {report:?}"
+    );
+    assert!(matches!(
+        store.get(&ids[0], None),
+        Err(Error::TaskNotFound { .. })
+    ));
+    assert_eq!(
+        store.get(&ids[245], None).unwrap().status.state,
+        TaskState::Completed
+    );
+    assert_eq!(store.len(), 60);
+    store.close().unwrap();
+
+    // Reopen replays from the purge point: deletes of tasks whose creation was purged are no-ops.
+    let store = TaskStore::open(dir.path(), options).unwrap();
+    assert_eq!(store.len(), 60);
+    assert_eq!(
+        store.get(&ids[299], None).unwrap().history[0].parts[0],
+        Part::text("x".repeat(1000))
+    );
+    let ttl = tasklog_engine::Retention {
+        terminal_ttl_ms: Some(0),
+        ..Default::default()
+    };
+    assert_eq!(store.apply_retention(&ttl, now).unwrap().deleted.len(), 10);
+    assert_eq!(store.len(), 50);
+    let listed = store
+        .list(&ListQuery {
+            page_size: Some(100),
+            ..ListQuery::default()
+        })
+        .unwrap();
+    assert_eq!(listed.total_size, 50);
+}
