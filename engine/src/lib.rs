@@ -69,6 +69,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 #![cfg_attr(not(test), deny(clippy::panic))]
 
+pub mod checkpoint;
 mod config;
 mod entry;
 mod error;
@@ -97,6 +98,7 @@ pub use recovery::{RecoveryReport, Truncation};
 #[cfg(feature = "testing")]
 pub use storage::Faults;
 pub use store::{
-    ListPage, ListQuery, NewTask, Retention, RetentionReport, TaskStore, TaskSummary, Written,
+    ListPage, ListQuery, NewTask, OpenReport, Retention, RetentionReport, TaskStore, TaskSummary,
+    Written,
 };
 pub use verify::{SegmentInfo, VerifyReport};

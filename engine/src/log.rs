@@ -253,6 +253,31 @@ impl Log {
         &self.inner
     }
 
+    /// Writes a side file of a layer above the log (such as the task checkpoint) into the data
+    /// directory, atomically and durably (temporary file, fsync, rename, fsync directory).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for a name the log uses itself or that leaves the directory;
+    /// I/O errors.
+    pub fn write_side_file(&self, name: &str, bytes: &[u8]) -> Result<()> {
+        check_side_name(name)?;
+        self.inner.dir.write_atomically(name, bytes).map(drop)
+    }
+
+    /// Reads a side file written by [`Log::write_side_file`]; `None` if there is none.
+    ///
+    /// # Errors
+    /// As [`Log::write_side_file`].
+    pub fn read_side_file(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        check_side_name(name)?;
+        let path = self.inner.dir.join(name);
+        match std::fs::read(&path) {
+            Ok(bytes) => Ok(Some(bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io("read side file", path, e)),
+        }
+    }
+
     /// What recovery found and did when this log was opened.
     pub fn recovery_report(&self) -> &RecoveryReport {
         &self.report
@@ -409,7 +434,7 @@ impl Log {
         self.shutdown()
     }
 
-    fn shutdown(&mut self) -> Result<()> {
+    pub(crate) fn shutdown(&mut self) -> Result<()> {
         if let Some(flusher) = self.flusher.take() {
             flusher.stop();
         }
@@ -420,6 +445,11 @@ impl Log {
     /// exactly as a killed process would (what the OS has is kept; nothing more is written).
     #[cfg(feature = "testing")]
     pub fn crash(mut self) {
+        self.crash_in_place();
+    }
+
+    #[cfg(feature = "testing")]
+    pub(crate) fn crash_in_place(&mut self) {
         if let Some(flusher) = self.flusher.take() {
             flusher.stop();
         }
@@ -1092,6 +1122,20 @@ impl Inner {
             Holder::Active(active) => read_active(active, position, max_count, max_bytes),
         }
     }
+}
+
+/// Side files must be plain names the log does not use itself.
+fn check_side_name(name: &str) -> Result<()> {
+    let ours = name.ends_with(".seg")
+        || name.ends_with(".idx")
+        || name.ends_with(storage::TEMP_SUFFIX)
+        || name == storage::LOCK_FILE;
+    if name.is_empty() || ours || name.contains('/') || name.starts_with('.') {
+        return Err(Error::InvalidArgument(format!(
+            "{name:?} cannot be a side file"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn index_name(first_position: u64) -> String {

@@ -55,6 +55,23 @@ impl TaskTable {
         self.tasks.is_empty()
     }
 
+    /// Rebuilds a table from checkpointed tasks.
+    pub fn restore(tasks: impl IntoIterator<Item = (String, TaskMeta)>) -> Self {
+        let mut table = TaskTable::default();
+        for (id, meta) in tasks {
+            table
+                .order
+                .insert((Reverse(meta.status_timestamp), id.clone()));
+            table.tasks.insert(id, meta);
+        }
+        table
+    }
+
+    /// Every live task, for a checkpoint.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &TaskMeta)> {
+        self.tasks.iter()
+    }
+
     /// The smallest log position any live task still needs (its first record), if any task lives.
     pub fn first_live_position(&self) -> Option<u64> {
         self.tasks

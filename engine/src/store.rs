@@ -17,6 +17,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use base64::Engine as _;
 use tokio::sync::Notify;
 
+use crate::checkpoint::{self, Checkpoint, CheckpointTask};
 use crate::config::Options;
 use crate::entry::{NewRecord, Position};
 use crate::error::{Error, Result};
@@ -142,6 +143,17 @@ pub struct TaskStore {
     clock_ms: AtomicI64,
     /// Woken after every write, for tails.
     tail_notify: Arc<Notify>,
+    open_report: OpenReport,
+    closed: bool,
+}
+
+/// What [`TaskStore::open`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OpenReport {
+    /// The position the task checkpoint covered, if a valid one was used.
+    pub checkpoint_position: Option<Position>,
+    /// Log records replayed after it (all of them without a checkpoint).
+    pub replayed_records: u64,
 }
 
 struct Table {
@@ -150,6 +162,53 @@ struct Table {
     busy: HashSet<String>,
     /// Wakeups of the tasks that have subscribers.
     watchers: HashMap<String, Arc<Notify>>,
+    /// A checkpoint is copying the table: writes do not start.
+    checkpointing: bool,
+}
+
+impl Drop for TaskStore {
+    fn drop(&mut self) {
+        if !self.closed
+            && let Err(error) = self.checkpoint()
+        {
+            tracing::warn!(%error, "writing the task checkpoint on drop failed; the next open replays the log");
+        }
+    }
+}
+
+/// Loads the checkpoint if it is valid and fits the log; otherwise an empty table and a replay
+/// from the log's first position.
+fn restore_checkpoint(log: &Log, first: u64, last: u64) -> (TaskTable, u64) {
+    let bytes = match log.read_side_file(checkpoint::FILE_NAME) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return (TaskTable::default(), first),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the task checkpoint; rebuilding from the log");
+            return (TaskTable::default(), first);
+        }
+    };
+    match checkpoint::decode(&bytes) {
+        Ok(saved) if saved.covered_position + 1 >= first && saved.covered_position <= last => {
+            let covered = saved.covered_position;
+            (
+                TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta)),
+                covered + 1,
+            )
+        }
+        Ok(saved) => {
+            tracing::warn!(
+                covered = saved.covered_position,
+                first,
+                last,
+                "the task checkpoint does not fit the log; rebuilding from the log"
+            );
+            (TaskTable::default(), first)
+        }
+        Err(reason) => {
+            tracing::warn!(%reason, "invalid task checkpoint; rebuilding from the log");
+            (TaskTable::default(), first)
+        }
+    }
 }
 
 impl TaskStore {
@@ -159,12 +218,14 @@ impl TaskStore {
     /// As [`Log::open`], or [`Error::InvalidPayload`] for a record that is not an event batch.
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Self> {
         let log = Log::open(path, options)?;
-        let mut tasks = TaskTable::default();
         let (first, last) = log.bounds();
-        let mut next = first.get();
+        let (mut tasks, replay_from) = restore_checkpoint(&log, first.get(), last.get());
+        let mut replayed = 0u64;
+        let mut next = replay_from;
         while next <= last.get() {
             for entry in log.read_range(Position::new(next), 4096, 64 * 1024 * 1024)? {
                 next = entry.position().get() + 1;
+                replayed += 1;
                 if entry.kind() != TASK_BATCH_KIND {
                     continue;
                 }
@@ -179,17 +240,65 @@ impl TaskStore {
                 }
             }
         }
+        let open_report = OpenReport {
+            checkpoint_position: (replay_from > first.get())
+                .then(|| Position::new(replay_from - 1)),
+            replayed_records: replayed,
+        };
         Ok(TaskStore {
             log,
             table: Mutex::new(Table {
                 tasks,
                 busy: HashSet::new(),
                 watchers: HashMap::new(),
+                checkpointing: false,
             }),
             idle: Condvar::new(),
             clock_ms: AtomicI64::new(0),
             tail_notify: Arc::new(Notify::new()),
+            open_report,
+            closed: false,
         })
+    }
+
+    /// What opening found: the checkpoint used (if any) and how many records were replayed.
+    pub fn open_report(&self) -> OpenReport {
+        self.open_report
+    }
+
+    /// Writes the task-table checkpoint, so that the next open replays only later records.
+    /// Writes wait while the table is copied (new ones do not start until it is).
+    ///
+    /// # Errors
+    /// I/O errors writing the file.
+    pub fn checkpoint(&self) -> Result<Position> {
+        let (covered, tasks) = {
+            let mut table = lock(&self.table);
+            table.checkpointing = true;
+            // Only with no write in flight is every record up to the log's end applied.
+            while !table.busy.is_empty() {
+                table = self
+                    .idle
+                    .wait(table)
+                    .unwrap_or_else(PoisonError::into_inner);
+            }
+            let covered = self.log.bounds().1.get();
+            let tasks: Vec<CheckpointTask> = table
+                .tasks
+                .iter()
+                .map(|(id, meta)| CheckpointTask::from_meta(id, meta))
+                .collect();
+            table.checkpointing = false;
+            drop(table);
+            self.idle.notify_all();
+            (covered, tasks)
+        };
+        let bytes = checkpoint::encode(&Checkpoint {
+            covered_position: covered,
+            tasks,
+        })?;
+        self.log.write_side_file(checkpoint::FILE_NAME, &bytes)?;
+        Ok(Position::new(covered))
     }
 
     /// The underlying log (read positions, bounds, sync).
@@ -381,12 +490,22 @@ impl TaskStore {
         })
     }
 
-    /// Flushes and closes the log.
+    /// Simulates a crash for tests: no checkpoint, no final sync (see [`Log::crash`]).
+    #[cfg(feature = "testing")]
+    pub fn crash(mut self) {
+        self.closed = true;
+        self.log.crash_in_place();
+    }
+
+    /// Writes a checkpoint, then flushes and closes the log.
     ///
     /// # Errors
-    /// As [`Log::close`].
-    pub fn close(self) -> Result<()> {
-        self.log.close()
+    /// The checkpoint's or the log's close error.
+    pub fn close(mut self) -> Result<()> {
+        self.closed = true;
+        let checkpointed = self.checkpoint().map(drop);
+        let closed = self.log.shutdown();
+        checkpointed.and(closed)
     }
 
     fn write(
@@ -482,6 +601,8 @@ impl TaskStore {
                 Err(error) => return Err(error),
             }
         }
+        // The next open must not need records the purge removes: checkpoint first.
+        self.checkpoint()?;
         let before = self.log.segment_count();
         let keep_from = lock(&self.table).tasks.first_live_position();
         let purge_to = keep_from.unwrap_or(self.log.next_position().get());

@@ -1,0 +1,193 @@
+//! The task-table checkpoint: the materialized state of every live task as of one log position,
+//! in one file (`tasks.checkpoint`), so that opening a store replays only the records after that
+//! position. Derived data: missing, damaged or not matching the log, it is ignored and the table
+//! is rebuilt from the log (engine/FORMAT.md §9).
+//!
+//! ```text
+//! { magic[8] | u16 version | u16 flags=0 | u32 reserved=0 | u64 covered_position | u64 payload_len
+//!   | u32 payload_crc | [u8; 24] reserved=0 | u32 header_crc(0..60) | payload (rkyv, 8-aligned) }
+//! ```
+#![deny(clippy::indexing_slicing)]
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+
+use crate::error::{Error, Result};
+use crate::le::{put, u16_at, u32_at, u64_at};
+use crate::model::{TaskState, Timestamp};
+use crate::state::TaskMeta;
+
+/// File name of the checkpoint inside the data directory.
+pub const FILE_NAME: &str = "tasks.checkpoint";
+/// Checkpoint magic (PNG style, see [`crate::segment::MAGIC`]).
+pub const MAGIC: [u8; 8] = *b"\x89TLT\r\n\x1a\n";
+/// Checkpoint format version.
+pub const FORMAT_VERSION: u16 = 1;
+
+const VERSION_OFFSET: usize = MAGIC.len();
+const FLAGS_OFFSET: usize = VERSION_OFFSET + size_of::<u16>();
+const COVERED_OFFSET: usize = FLAGS_OFFSET + size_of::<u16>() + size_of::<u32>();
+const PAYLOAD_LEN_OFFSET: usize = COVERED_OFFSET + size_of::<u64>();
+const PAYLOAD_CRC_OFFSET: usize = PAYLOAD_LEN_OFFSET + size_of::<u64>();
+const HEADER_CRC_OFFSET: usize = 60;
+/// Size of the header; the payload starts here.
+pub const HEADER_BYTES: usize = HEADER_CRC_OFFSET + size_of::<u32>();
+
+const _: () = assert!(PAYLOAD_CRC_OFFSET + size_of::<u32>() <= HEADER_CRC_OFFSET);
+
+/// One task as checkpointed.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct CheckpointTask {
+    /// The task id.
+    pub id: String,
+    /// Its version.
+    pub version: u64,
+    /// Its state.
+    pub state: TaskState,
+    /// Its context.
+    pub context_id: String,
+    /// Its status time.
+    pub status_timestamp: Timestamp,
+    /// `(position, last version)` of each of its batches.
+    pub batches: Vec<(u64, u64)>,
+    /// Its artifact ids.
+    pub artifact_ids: Vec<String>,
+}
+
+/// The checkpoint's payload.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct Checkpoint {
+    /// Every record up to this position is reflected (and nothing after it).
+    pub covered_position: u64,
+    /// The live tasks.
+    pub tasks: Vec<CheckpointTask>,
+}
+
+impl CheckpointTask {
+    pub(crate) fn from_meta(id: &str, meta: &TaskMeta) -> Self {
+        CheckpointTask {
+            id: id.to_string(),
+            version: meta.version,
+            state: meta.state,
+            context_id: meta.context_id.clone(),
+            status_timestamp: meta.status_timestamp,
+            batches: meta.batches.clone(),
+            artifact_ids: meta.artifact_ids.clone(),
+        }
+    }
+
+    pub(crate) fn into_meta(self) -> (String, TaskMeta) {
+        let meta = TaskMeta {
+            version: self.version,
+            state: self.state,
+            context_id: self.context_id,
+            status_timestamp: self.status_timestamp,
+            batches: self.batches,
+            artifact_ids: self.artifact_ids,
+        };
+        (self.id, meta)
+    }
+}
+
+/// Encodes a checkpoint file.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] if rkyv refuses the value (it does not for these types).
+pub fn encode(checkpoint: &Checkpoint) -> Result<Vec<u8>> {
+    let payload = rkyv::to_bytes::<rancor::Error>(checkpoint)
+        .map_err(|e| Error::InvalidArgument(format!("cannot serialize the checkpoint: {e}")))?;
+    let mut out = vec![0u8; HEADER_BYTES];
+    put(&mut out, 0, &MAGIC);
+    put(&mut out, VERSION_OFFSET, &FORMAT_VERSION.to_le_bytes());
+    put(
+        &mut out,
+        COVERED_OFFSET,
+        &checkpoint.covered_position.to_le_bytes(),
+    );
+    put(
+        &mut out,
+        PAYLOAD_LEN_OFFSET,
+        &(payload.len() as u64).to_le_bytes(),
+    );
+    put(
+        &mut out,
+        PAYLOAD_CRC_OFFSET,
+        &crc32fast::hash(&payload).to_le_bytes(),
+    );
+    let crc = crc32fast::hash(out.get(..HEADER_CRC_OFFSET).unwrap_or_default());
+    put(&mut out, HEADER_CRC_OFFSET, &crc.to_le_bytes());
+    out.extend_from_slice(&payload);
+    Ok(out)
+}
+
+/// Decodes and fully validates a checkpoint file.
+///
+/// # Errors
+/// A static reason for the first failed check.
+pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
+    let header = bytes
+        .get(..HEADER_BYTES)
+        .ok_or("checkpoint shorter than its header")?;
+    if header.get(..MAGIC.len()) != Some(&MAGIC[..]) {
+        return Err("bad checkpoint magic".into());
+    }
+    if u32_at(header, HEADER_CRC_OFFSET)
+        != crc32fast::hash(header.get(..HEADER_CRC_OFFSET).unwrap_or_default())
+    {
+        return Err("checkpoint header crc mismatch".into());
+    }
+    if u16_at(header, VERSION_OFFSET) != FORMAT_VERSION || u16_at(header, FLAGS_OFFSET) != 0 {
+        return Err("unsupported checkpoint format version".into());
+    }
+    let payload = bytes.get(HEADER_BYTES..).unwrap_or_default();
+    if payload.len() as u64 != u64_at(header, PAYLOAD_LEN_OFFSET) {
+        return Err("checkpoint length does not match its header".into());
+    }
+    if crc32fast::hash(payload) != u32_at(header, PAYLOAD_CRC_OFFSET) {
+        return Err("checkpoint payload crc mismatch".into());
+    }
+    // rkyv reads in place only from aligned memory; the file was read into an unaligned buffer.
+    let mut aligned = AlignedVec::<16>::with_capacity(payload.len());
+    aligned.extend_from_slice(payload);
+    let archived =
+        rkyv::access::<ArchivedCheckpoint, rancor::Error>(&aligned).map_err(|e| e.to_string())?;
+    let checkpoint: Checkpoint =
+        rkyv::deserialize::<Checkpoint, rancor::Error>(archived).map_err(|e| e.to_string())?;
+    if checkpoint.covered_position != u64_at(header, COVERED_OFFSET) {
+        return Err("checkpoint header and payload disagree".into());
+    }
+    Ok(checkpoint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Checkpoint {
+        Checkpoint {
+            covered_position: 42,
+            tasks: vec![CheckpointTask {
+                id: "t".into(),
+                version: 3,
+                state: TaskState::Working,
+                context_id: "c".into(),
+                status_timestamp: Timestamp(7),
+                batches: vec![(1, 1), (40, 3)],
+                artifact_ids: vec!["a".into()],
+            }],
+        }
+    }
+
+    #[test]
+    fn round_trip_and_every_damage_is_refused() {
+        let bytes = encode(&sample()).unwrap();
+        assert_eq!(decode(&bytes).unwrap(), sample());
+        for i in (0..bytes.len()).step_by(3) {
+            let mut damaged = bytes.clone();
+            damaged[i] ^= 0x08;
+            assert!(decode(&damaged).is_err(), "byte {i}");
+        }
+        assert!(decode(&bytes[..bytes.len() - 1]).is_err());
+        assert!(decode(&[]).is_err());
+    }
+}
