@@ -13,9 +13,10 @@ use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 use crate::error::{Error, Result};
+use crate::id::CompactId;
 use crate::le::{put, u16_at, u32_at, u64_at};
 use crate::model::{TaskState, Timestamp};
-use crate::state::TaskMeta;
+use crate::state::{Batches, TaskMeta};
 
 /// File name of the checkpoint inside the data directory.
 pub const FILE_NAME: &str = "tasks.checkpoint";
@@ -64,28 +65,32 @@ pub struct Checkpoint {
 }
 
 impl CheckpointTask {
-    pub(crate) fn from_meta(id: &str, meta: &TaskMeta) -> Self {
+    pub(crate) fn from_meta(id: &CompactId, meta: &TaskMeta) -> Self {
         CheckpointTask {
             id: id.to_string(),
             version: meta.version,
             state: meta.state,
-            context_id: meta.context_id.clone(),
+            context_id: meta.context_id.to_string(),
             status_timestamp: meta.status_timestamp,
-            batches: meta.batches.clone(),
-            artifact_ids: meta.artifact_ids.clone(),
+            batches: meta.batches.as_slice().to_vec(),
+            artifact_ids: meta.artifact_ids.as_deref().cloned().unwrap_or_default(),
         }
     }
 
-    pub(crate) fn into_meta(self) -> (String, TaskMeta) {
+    pub(crate) fn into_meta(self) -> (CompactId, TaskMeta) {
+        let batches = match self.batches.as_slice() {
+            [one] => Batches::One([*one]),
+            _ => Batches::Many(self.batches),
+        };
         let meta = TaskMeta {
             version: self.version,
-            state: self.state,
-            context_id: self.context_id,
             status_timestamp: self.status_timestamp,
-            batches: self.batches,
-            artifact_ids: self.artifact_ids,
+            context_id: CompactId::new(&self.context_id),
+            batches,
+            artifact_ids: (!self.artifact_ids.is_empty()).then(|| Box::new(self.artifact_ids)),
+            state: self.state,
         };
-        (self.id, meta)
+        (CompactId::new(&self.id), meta)
     }
 }
 

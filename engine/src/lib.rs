@@ -75,6 +75,7 @@ mod entry;
 mod error;
 pub mod event;
 pub mod frame;
+pub mod id;
 pub mod index;
 mod le;
 pub mod limits;

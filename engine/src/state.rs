@@ -10,39 +10,80 @@ use std::collections::{BTreeSet, HashMap};
 
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBatch};
+use crate::id::CompactId;
 use crate::model::{Task, TaskState, Timestamp};
 
-/// What the engine keeps in memory per task.
+/// What the engine keeps in memory per task: 80 bytes and, for a task written once with a UUID id
+/// and context, no heap allocation (DESIGN.md §6, E7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskMeta {
     /// Number of events applied (the version of the last one).
     pub version: u64,
-    /// Current state.
-    pub state: TaskState,
-    /// The task's context.
-    pub context_id: String,
     /// Time of the current status (the `ListTasks` order).
     pub status_timestamp: Timestamp,
-    /// The task's event batches, oldest first: `(log position, version of its last event)`.
-    pub batches: Vec<(u64, u64)>,
-    /// Ids of its artifacts (an `append` must name one of them).
-    pub artifact_ids: Vec<String>,
+    /// The task's context.
+    pub context_id: CompactId,
+    /// The task's event batches, oldest first.
+    pub batches: Batches,
+    /// Ids of its artifacts (an `append` must name one of them); most tasks have none.
+    pub artifact_ids: Option<Box<Vec<String>>>,
+    /// Current state.
+    pub state: TaskState,
+}
+
+const _: () = assert!(size_of::<TaskMeta>() <= 80);
+
+/// A task's batches as `(log position, version of its last event)`, oldest first; one batch (the
+/// common case for an idle task) is kept inline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Batches {
+    /// Exactly one batch.
+    One([(u64, u64); 1]),
+    /// Any number.
+    Many(Vec<(u64, u64)>),
+}
+
+impl Batches {
+    /// The batches as a slice.
+    pub fn as_slice(&self) -> &[(u64, u64)] {
+        match self {
+            Batches::One(one) => one,
+            Batches::Many(many) => many,
+        }
+    }
+
+    fn push(&mut self, batch: (u64, u64)) {
+        match self {
+            Batches::Many(many) if many.is_empty() => *self = Batches::One([batch]),
+            Batches::Many(many) => many.push(batch),
+            Batches::One([first]) => *self = Batches::Many(vec![*first, batch]),
+        }
+    }
+}
+
+impl TaskMeta {
+    /// Whether the task has an artifact with this id.
+    pub fn has_artifact(&self, artifact_id: &str) -> bool {
+        self.artifact_ids
+            .as_ref()
+            .is_some_and(|ids| ids.iter().any(|id| id == artifact_id))
+    }
 }
 
 /// Key of the `ListTasks` order: newest status first, then by id.
-pub type OrderKey = (Reverse<Timestamp>, String);
+pub type OrderKey = (Reverse<Timestamp>, CompactId);
 
 /// Every live task, and the `ListTasks` order over them.
 #[derive(Debug, Default)]
 pub struct TaskTable {
-    tasks: HashMap<String, TaskMeta>,
+    tasks: HashMap<CompactId, TaskMeta>,
     order: BTreeSet<OrderKey>,
 }
 
 impl TaskTable {
     /// The task's metadata.
     pub fn get(&self, task_id: &str) -> Option<&TaskMeta> {
-        self.tasks.get(task_id)
+        self.tasks.get(&CompactId::new(task_id))
     }
 
     /// Number of live tasks.
@@ -56,7 +97,7 @@ impl TaskTable {
     }
 
     /// Rebuilds a table from checkpointed tasks.
-    pub fn restore(tasks: impl IntoIterator<Item = (String, TaskMeta)>) -> Self {
+    pub fn restore(tasks: impl IntoIterator<Item = (CompactId, TaskMeta)>) -> Self {
         let mut table = TaskTable::default();
         for (id, meta) in tasks {
             table
@@ -68,7 +109,7 @@ impl TaskTable {
     }
 
     /// Every live task, for a checkpoint.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &TaskMeta)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&CompactId, &TaskMeta)> {
         self.tasks.iter()
     }
 
@@ -76,13 +117,18 @@ impl TaskTable {
     pub fn first_live_position(&self) -> Option<u64> {
         self.tasks
             .values()
-            .filter_map(|meta| meta.batches.first().map(|(position, _)| *position))
+            .filter_map(|meta| {
+                meta.batches
+                    .as_slice()
+                    .first()
+                    .map(|(position, _)| *position)
+            })
             .min()
     }
 
     /// Terminal tasks, oldest status first.
-    pub fn terminal_oldest_first(&self) -> Vec<(Timestamp, String)> {
-        let mut out: Vec<(Timestamp, String)> = self
+    pub fn terminal_oldest_first(&self) -> Vec<(Timestamp, CompactId)> {
+        let mut out: Vec<(Timestamp, CompactId)> = self
             .tasks
             .iter()
             .filter(|(_, meta)| meta.state.is_terminal())
@@ -122,7 +168,7 @@ impl TaskTable {
         let Some(first) = batch.events.first() else {
             return Err(invalid("a write needs at least one event".into()));
         };
-        let existing = self.tasks.get(task_id);
+        let existing = self.get(task_id);
         let actual = existing.map_or(0, |meta| meta.version);
         match (first, existing) {
             (Event::Created { .. }, Some(_)) => {
@@ -155,7 +201,8 @@ impl TaskTable {
         }
         let mut state = existing.map(|meta| meta.state);
         let mut artifact_ids: Vec<&str> = existing
-            .map(|meta| meta.artifact_ids.iter().map(String::as_str).collect())
+            .and_then(|meta| meta.artifact_ids.as_ref())
+            .map(|ids| ids.iter().map(String::as_str).collect())
             .unwrap_or_default();
         for (i, event) in batch.events.iter().enumerate() {
             if let Some(current) = state
@@ -207,35 +254,32 @@ impl TaskTable {
 
     /// Applies a checked batch written at log `position`.
     pub fn apply(&mut self, position: u64, batch: &EventBatch) {
-        let task_id = &batch.task_id;
+        let task_id = CompactId::new(&batch.task_id);
         if matches!(batch.events.last(), Some(Event::Deleted)) {
-            if let Some(meta) = self.tasks.remove(task_id) {
+            if let Some(meta) = self.tasks.remove(&task_id) {
                 self.order
-                    .remove(&(Reverse(meta.status_timestamp), task_id.clone()));
+                    .remove(&(Reverse(meta.status_timestamp), task_id));
             }
             return;
         }
-        let previous_key = self
-            .tasks
-            .get(task_id)
-            .map(|meta| (Reverse(meta.status_timestamp), task_id.clone()));
+        let previous_time = self.tasks.get(&task_id).map(|meta| meta.status_timestamp);
         let meta = self
             .tasks
             .entry(task_id.clone())
             .or_insert_with(|| TaskMeta {
                 version: 0,
-                state: TaskState::Submitted,
-                context_id: String::new(),
                 status_timestamp: batch.timestamp,
-                batches: Vec::new(),
-                artifact_ids: Vec::new(),
+                context_id: CompactId::Text("".into()),
+                batches: Batches::Many(Vec::new()),
+                artifact_ids: None,
+                state: TaskState::Submitted,
             });
         for event in &batch.events {
             match event {
                 Event::Created {
                     context_id, status, ..
                 } => {
-                    meta.context_id.clone_from(context_id);
+                    meta.context_id = CompactId::new(context_id);
                     meta.state = status.state;
                     meta.status_timestamp = status.timestamp.unwrap_or(batch.timestamp);
                 }
@@ -244,8 +288,10 @@ impl TaskTable {
                     meta.status_timestamp = status.timestamp.unwrap_or(batch.timestamp);
                 }
                 Event::Artifact { artifact, .. } => {
-                    if !meta.artifact_ids.contains(&artifact.artifact_id) {
-                        meta.artifact_ids.push(artifact.artifact_id.clone());
+                    if !meta.has_artifact(&artifact.artifact_id) {
+                        meta.artifact_ids
+                            .get_or_insert_with(Box::default)
+                            .push(artifact.artifact_id.clone());
                     }
                 }
                 Event::Message(_) | Event::Metadata(_) | Event::Deleted => {}
@@ -253,12 +299,12 @@ impl TaskTable {
         }
         meta.version = batch.last_version();
         meta.batches.push((position, meta.version));
-        let key = (Reverse(meta.status_timestamp), task_id.clone());
-        if previous_key.as_ref() != Some(&key) {
-            if let Some(previous) = previous_key {
-                self.order.remove(&previous);
+        let time = meta.status_timestamp;
+        if previous_time != Some(time) {
+            if let Some(previous) = previous_time {
+                self.order.remove(&(Reverse(previous), task_id.clone()));
             }
-            self.order.insert(key);
+            self.order.insert((Reverse(time), task_id));
         }
     }
 }

@@ -332,7 +332,7 @@ impl TaskStore {
             .map(|meta| TaskSummary {
                 version: meta.version,
                 state: meta.state,
-                context_id: meta.context_id.clone(),
+                context_id: meta.context_id.to_string(),
                 status_timestamp: meta.status_timestamp,
             })
     }
@@ -398,6 +398,7 @@ impl TaskStore {
             .get(task_id)
             .map(|meta| {
                 meta.batches
+                    .as_slice()
                     .iter()
                     .map(|(position, _)| *position)
                     .collect::<Vec<_>>()
@@ -440,11 +441,11 @@ impl TaskStore {
         };
         let (ids, total_size, more) = {
             let table = lock(&self.table);
+            let wanted_context = query.context_id.as_deref().map(crate::id::CompactId::new);
             let matches = |meta: &crate::state::TaskMeta| {
-                query
-                    .context_id
+                wanted_context
                     .as_ref()
-                    .is_none_or(|c| *c == meta.context_id)
+                    .is_none_or(|c| meta.context_id == *c)
                     && query.state.is_none_or(|s| s == meta.state)
                     && query
                         .status_timestamp_after
@@ -466,7 +467,7 @@ impl TaskStore {
         };
         let mut tasks = Vec::with_capacity(ids.len());
         for (_, task_id) in &ids {
-            match self.get(task_id, query.history_length) {
+            match self.get(&task_id.to_string(), query.history_length) {
                 Ok(mut task) => {
                     if !query.include_artifacts {
                         task.artifacts.clear();
@@ -595,8 +596,9 @@ impl TaskStore {
             if i >= over_count && !expired {
                 continue;
             }
-            match self.delete(task_id) {
-                Ok(_) => report.deleted.push(task_id.clone()),
+            let task_id = task_id.to_string();
+            match self.delete(&task_id) {
+                Ok(_) => report.deleted.push(task_id),
                 Err(Error::TaskNotFound { .. } | Error::InvalidEvent { .. }) => {}
                 Err(error) => return Err(error),
             }
@@ -629,7 +631,10 @@ impl TaskStore {
             .map(|meta| {
                 (
                     meta.version,
-                    meta.batches.last().map_or(0, |(position, _)| *position),
+                    meta.batches
+                        .as_slice()
+                        .last()
+                        .map_or(0, |(position, _)| *position),
                 )
             })
             .ok_or_else(|| Error::TaskNotFound {
@@ -680,10 +685,9 @@ impl TaskStore {
                 BatchLookup::NotYet
             });
         }
-        let at = meta
-            .batches
-            .partition_point(|(_, last_version)| *last_version < version);
-        meta.batches
+        let batches = meta.batches.as_slice();
+        let at = batches.partition_point(|(_, last_version)| *last_version < version);
+        batches
             .get(at)
             .map(|(position, _)| BatchLookup::At(*position))
     }
@@ -748,5 +752,8 @@ fn decode_token(token: &str) -> Result<OrderKey> {
     let rest = text.strip_prefix("v1:").ok_or_else(bad)?;
     let (millis, task_id) = rest.split_once(':').ok_or_else(bad)?;
     let millis: i64 = millis.parse().map_err(|_| bad())?;
-    Ok((std::cmp::Reverse(Timestamp(millis)), task_id.to_string()))
+    Ok((
+        std::cmp::Reverse(Timestamp(millis)),
+        crate::id::CompactId::new(task_id),
+    ))
 }
