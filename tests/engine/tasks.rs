@@ -551,6 +551,36 @@ fn run_task_model(ops: Vec<TaskOp>) {
         })
         .unwrap();
     assert_eq!(listed.total_size as usize, model.len());
+    // Every subscriber replays every event of its task, densely and in order, and its stream
+    // ends exactly when the task is terminal.
+    let store = Arc::new(store);
+    for (id, (state, version)) in &model {
+        let mut subscription = store.subscribe(id, 1).unwrap();
+        let mut next = 1;
+        loop {
+            match subscription.try_next().unwrap() {
+                tasklog_engine::subscribe::Next::Delivery(delivery) => {
+                    assert_eq!(delivery.first_version, next, "task {id}");
+                    next += delivery.events.len() as u64;
+                }
+                tasklog_engine::subscribe::Next::Idle => {
+                    assert!(
+                        !state.is_terminal(),
+                        "task {id}: a terminal task's stream must end"
+                    );
+                    break;
+                }
+                tasklog_engine::subscribe::Next::Ended => {
+                    assert!(
+                        state.is_terminal(),
+                        "task {id}: only a terminal task's stream ends"
+                    );
+                    break;
+                }
+            }
+        }
+        assert_eq!(next, version + 1, "task {id}: delivered versions");
+    }
 }
 
 proptest! {
