@@ -83,3 +83,81 @@ impl RawAppender {
         self.end
     }
 }
+
+/// Trimmed stdout of a command, if it runs, succeeds and prints something.
+pub fn command_output(program: &str, args: &[&str]) -> Option<String> {
+    let output = std::process::Command::new(program)
+        .args(args)
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
+        .filter(|s| !s.is_empty())
+}
+
+/// Facts about the machine a summary bench ran on, as (key, value) pairs: UTC date, CPU count and
+/// model, kernel, and the path and filesystem of `dir` (where the bench wrote its files).
+pub fn machine_facts(dir: &Path) -> Vec<(&'static str, String)> {
+    let nproc =
+        std::thread::available_parallelism().map_or_else(|e| e.to_string(), |n| n.to_string());
+    let date = command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_else(|| {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        format!("unix {secs}")
+    });
+    let dir_text = dir.display().to_string();
+    let filesystem = command_output(
+        "findmnt",
+        &["-no", "SOURCE,FSTYPE,OPTIONS", "--target", &dir_text],
+    )
+    .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
+    .unwrap_or_else(|| "unknown".into());
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, model)| model.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let kernel = command_output("uname", &["-sr"]).unwrap_or_else(|| "unknown".into());
+    vec![
+        ("date", date),
+        ("nproc", nproc),
+        ("cpu", cpu),
+        ("kernel", kernel),
+        ("path", dir_text),
+        ("filesystem", filesystem),
+    ]
+}
+
+/// `text` as a JSON string literal.
+pub fn json_string(text: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if u32::from(c) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", u32::from(c));
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// `value` as a JSON number with three decimals, or `null` when it is not finite.
+pub fn json_number(value: f64) -> String {
+    if value.is_finite() {
+        format!("{value:.3}")
+    } else {
+        "null".into()
+    }
+}
