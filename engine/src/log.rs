@@ -1231,7 +1231,13 @@ fn read_active(
         payload_bytes: 0,
     };
     let mut offset = u64::from(start.offset);
-    let mut window = 64 * 1024usize;
+    // A single record is at most one index interval past its entry: read a small window first
+    // (the buffer is zero-filled before the read, so its size is paid for even if unused).
+    let mut window = if max_count == 1 {
+        8 * 1024
+    } else {
+        64 * 1024usize
+    };
     while !walk.done() && walk.position <= last && offset < len {
         let want = window.min((len - offset) as usize);
         let mut buffer = AlignedVec::<16>::with_capacity(want);

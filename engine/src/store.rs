@@ -9,7 +9,7 @@
 //! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
 //! let a large store open without a replay are the next step; see the README.)
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -28,6 +28,9 @@ use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
 use crate::record;
 use crate::state::{OrderKey, TaskTable, fold};
 use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription};
+
+/// Recent batches kept in memory for subscribers and tails (a few MiB at most).
+const RECENT_BATCHES_MAX: usize = 4096;
 
 /// A new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,8 +98,8 @@ pub struct TaskSummary {
     pub version: u64,
     /// Current state.
     pub state: TaskState,
-    /// The task's context.
-    pub context_id: String,
+    /// The task's context (prints as the id it was given).
+    pub context_id: crate::id::CompactId,
     /// Time of the current status.
     pub status_timestamp: Timestamp,
 }
@@ -143,6 +146,8 @@ pub struct TaskStore {
     clock_ms: AtomicI64,
     /// Woken after every write, for tails.
     tail_notify: Arc<Notify>,
+    /// The last [`RECENT_BATCHES_MAX`] batches written, by position, for subscribers and tails.
+    recent: Mutex<VecDeque<(u64, Arc<EventBatch>)>>,
     open_report: OpenReport,
     closed: bool,
 }
@@ -256,6 +261,7 @@ impl TaskStore {
             idle: Condvar::new(),
             clock_ms: AtomicI64::new(0),
             tail_notify: Arc::new(Notify::new()),
+            recent: Mutex::new(VecDeque::new()),
             open_report,
             closed: false,
         })
@@ -332,7 +338,7 @@ impl TaskStore {
             .map(|meta| TaskSummary {
                 version: meta.version,
                 state: meta.state,
-                context_id: meta.context_id.to_string(),
+                context_id: meta.context_id.clone(),
                 status_timestamp: meta.status_timestamp,
             })
     }
@@ -548,11 +554,10 @@ impl TaskStore {
 
         let mut table = lock(&self.table);
         table.busy.remove(&batch.task_id);
+        let mut watchers = None;
         let result = appended.map(|appended| {
             table.tasks.apply(appended.first.get(), &batch);
-            if let Some(watchers) = table.watchers.get(&batch.task_id) {
-                watchers.notify_waiters();
-            }
+            watchers = table.watchers.get(&batch.task_id).cloned();
             Written {
                 task_id: batch.task_id.clone(),
                 version: batch.last_version(),
@@ -561,10 +566,36 @@ impl TaskStore {
         });
         drop(table);
         self.idle.notify_all();
-        if result.is_ok() {
+        if let Ok(written) = &result {
+            self.remember(written.position.get(), Arc::new(batch));
+            if let Some(watchers) = watchers {
+                watchers.notify_waiters();
+            }
             self.tail_notify.notify_waiters();
         }
         result
+    }
+
+    /// Keeps a just-written batch for subscribers and tails, so that each of them does not read
+    /// and decode it from the log again. Bounded; kept in position order.
+    fn remember(&self, position: u64, batch: Arc<EventBatch>) {
+        let mut recent = lock(&self.recent);
+        // Concurrent writers finish in any order, but close to position order: search from the back.
+        let at = recent
+            .iter()
+            .rposition(|(p, _)| *p < position)
+            .map_or(0, |i| i + 1);
+        recent.insert(at, (position, batch));
+        while recent.len() > RECENT_BATCHES_MAX {
+            recent.pop_front();
+        }
+    }
+
+    /// A recently written batch, if it is still remembered.
+    pub(crate) fn recent_batch(&self, position: u64) -> Option<Arc<EventBatch>> {
+        let recent = lock(&self.recent);
+        let at = recent.binary_search_by_key(&position, |(p, _)| *p).ok()?;
+        recent.get(at).map(|(_, batch)| batch.clone())
     }
 
     /// Deletes a terminal task: a `Deleted` event, so a replicated log carries the same decision.

@@ -113,8 +113,12 @@ impl TaskSubscription {
             BatchLookup::NotYet => return Ok(Next::Idle),
             BatchLookup::Finished => return Ok(Next::Ended),
         };
-        let entry = self.store.log().read(Position::new(position))?;
-        let batch: EventBatch = record::decode(&entry)?;
+        let batch = match self.store.recent_batch(position) {
+            Some(batch) => batch,
+            None => Arc::new(record::decode(
+                &self.store.log().read(Position::new(position))?,
+            )?),
+        };
         let skip = self.next_version.saturating_sub(batch.first_version) as usize;
         let first_version = batch.first_version + skip as u64;
         self.next_version = batch.last_version() + 1;
@@ -122,7 +126,7 @@ impl TaskSubscription {
             position: Position::new(position),
             first_version,
             timestamp: batch.timestamp,
-            events: batch.events.into_iter().skip(skip).collect(),
+            events: batch.events.iter().skip(skip).cloned().collect(),
         }))
     }
 
@@ -195,27 +199,41 @@ impl Tail {
     }
 
     /// Up to `max` committed writes from the cursor on, without waiting (empty: none yet).
+    /// Recent writes come from memory, shared by every tail; older ones are read from the log.
     ///
     /// # Errors
     /// Log read errors; [`crate::Error::NotFound`] if the cursor was purged by retention.
-    pub fn try_next(&mut self, max: usize) -> Result<Vec<(Position, EventBatch)>> {
+    pub fn try_next(&mut self, max: usize) -> Result<Vec<(Position, Arc<EventBatch>)>> {
         let committed = self.store.log().acknowledged_position().get();
-        if self.next > committed {
-            return Ok(Vec::new());
-        }
-        let want = max.min((committed - self.next + 1) as usize).max(1);
         let mut out = Vec::new();
-        for entry in self
-            .store
-            .log()
-            .read_range(Position::new(self.next), want, usize::MAX)?
-        {
-            if entry.position().get() > committed {
-                break;
+        while self.next <= committed && out.len() < max.max(1) {
+            if let Some(batch) = self.store.recent_batch(self.next) {
+                out.push((Position::new(self.next), batch));
+                self.next += 1;
+                continue;
             }
-            self.next = entry.position().get() + 1;
-            if entry.kind() == TASK_BATCH_KIND {
-                out.push((entry.position(), record::decode(&entry)?));
+            let want = (max.max(1) - out.len()).min((committed - self.next + 1) as usize);
+            let mut read_any = false;
+            for entry in self
+                .store
+                .log()
+                .read_range(Position::new(self.next), want, usize::MAX)?
+            {
+                if entry.position().get() > committed {
+                    break;
+                }
+                read_any = true;
+                self.next = entry.position().get() + 1;
+                if entry.kind() == TASK_BATCH_KIND {
+                    out.push((entry.position(), Arc::new(record::decode(&entry)?)));
+                }
+                // Back to memory as soon as the remembered range begins.
+                if self.store.recent_batch(self.next).is_some() {
+                    break;
+                }
+            }
+            if !read_any {
+                break;
             }
         }
         Ok(out)
@@ -225,7 +243,7 @@ impl Tail {
     ///
     /// # Errors
     /// As [`Tail::try_next`].
-    pub async fn next(&mut self, max: usize) -> Result<Vec<(Position, EventBatch)>> {
+    pub async fn next(&mut self, max: usize) -> Result<Vec<(Position, Arc<EventBatch>)>> {
         loop {
             let notify = self.notify.clone();
             let mut notified = pin!(notify.notified());
