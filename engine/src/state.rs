@@ -98,16 +98,21 @@ impl TaskTable {
         self.tasks.is_empty()
     }
 
-    /// Rebuilds a table from checkpointed tasks.
-    pub fn restore(tasks: impl IntoIterator<Item = (CompactId, TaskMeta)>) -> Self {
-        let mut table = TaskTable::default();
+    /// Rebuilds a table from checkpointed tasks: the map sized once, the order set built in bulk
+    /// from sorted keys (a million random inserts into a B-tree cost several times more).
+    pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Self {
+        let mut map =
+            HashMap::with_capacity_and_hasher(tasks.len(), foldhash::fast::RandomState::default());
+        let mut keys = Vec::with_capacity(tasks.len());
         for (id, meta) in tasks {
-            table
-                .order
-                .insert((Reverse(meta.status_timestamp), id.clone()));
-            table.tasks.insert(id, meta);
+            keys.push((Reverse(meta.status_timestamp), id.clone()));
+            map.insert(id, meta);
         }
-        table
+        keys.sort_unstable();
+        TaskTable {
+            tasks: map,
+            order: keys.into_iter().collect(),
+        }
     }
 
     /// Every live task, for a checkpoint.
