@@ -11,15 +11,13 @@
 //! same numbers are written to `target/tasklog-bench-summary.json`. Numbers are printed, never
 //! asserted. Run with `cargo bench -p tasklog-benches --bench log_summary`.
 
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::{Barrier, OnceLock};
 use std::thread;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tasklog_benches::{PAYLOAD_BYTES, RawAppender, payload};
+use tasklog_benches::{PAYLOAD_BYTES, RawAppender, json_number, json_string, payload};
 use tasklog_engine::{Log, NewRecord, Options, SyncPolicy};
 
 /// Record kind used for every appended record (opaque to the log).
@@ -220,52 +218,12 @@ fn bulk_append(dir: &Path, _run: Duration) -> Result<Row> {
     })
 }
 
-/// Trimmed stdout of a command, if it runs and succeeds.
-fn command_output(program: &str, args: &[&str]) -> Option<String> {
-    let output = Command::new(program).args(args).output().ok()?;
-    output
-        .status
-        .success()
-        .then(|| String::from_utf8_lossy(&output.stdout).trim().to_string())
-        .filter(|s| !s.is_empty())
-}
-
 /// Facts about the machine and the run, as (key, value) pairs.
 fn machine_facts(dir: &Path, run: Duration) -> Vec<(&'static str, String)> {
-    let nproc = thread::available_parallelism().map_or_else(|e| e.to_string(), |n| n.to_string());
-    let date = command_output("date", &["-u", "+%Y-%m-%dT%H:%M:%SZ"]).unwrap_or_else(|| {
-        let secs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        format!("unix {secs}")
-    });
-    let dir_text = dir.display().to_string();
-    let filesystem = command_output(
-        "findmnt",
-        &["-no", "SOURCE,FSTYPE,OPTIONS", "--target", &dir_text],
-    )
-    .map(|line| line.split_whitespace().collect::<Vec<_>>().join(" "))
-    .unwrap_or_else(|| "unknown".into());
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, model)| model.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into());
-    let kernel = command_output("uname", &["-sr"]).unwrap_or_else(|| "unknown".into());
-    vec![
-        ("date", date),
-        ("nproc", nproc),
-        ("cpu", cpu),
-        ("kernel", kernel),
-        ("path", dir_text),
-        ("filesystem", filesystem),
-        ("payload_bytes", PAYLOAD_BYTES.to_string()),
-        ("seconds_per_workload", format!("{}", run.as_secs_f64())),
-    ]
+    let mut facts = tasklog_benches::machine_facts(dir);
+    facts.push(("payload_bytes", PAYLOAD_BYTES.to_string()));
+    facts.push(("seconds_per_workload", format!("{}", run.as_secs_f64())));
+    facts
 }
 
 fn target_text(target: Option<Target>) -> (String, String) {
@@ -321,30 +279,6 @@ fn print_table(facts: &[(&str, String)], rows: &[Row], raw_rate: f64) {
         );
     }
     println!("(latency is per call: one record, except the bulk row: one 1,000-record call)");
-}
-
-fn json_string(text: &str) -> String {
-    let mut out = String::from("\"");
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if u32::from(c) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", u32::from(c));
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
-
-fn json_number(value: f64) -> String {
-    if value.is_finite() {
-        format!("{value:.3}")
-    } else {
-        "null".into()
-    }
 }
 
 fn to_json(facts: &[(&str, String)], rows: &[Row], raw_rate: f64) -> String {
