@@ -345,6 +345,11 @@ impl Log {
         Position::new(self.inner.acked.load(Ordering::SeqCst))
     }
 
+    /// Whether an earlier failed write or fsync poisoned the log (it refuses writes until reopened).
+    pub fn is_poisoned(&self) -> bool {
+        lock(&self.inner.write).poison.is_some()
+    }
+
     /// Last position covered by an fsync.
     pub fn durable_position(&self) -> Position {
         Position::new(lock(&self.inner.write).durable)

@@ -278,6 +278,13 @@ impl TaskStore {
     /// # Errors
     /// I/O errors writing the file.
     pub fn checkpoint(&self) -> Result<Position> {
+        // After a failed write the log may hold a record the table never applied; a checkpoint
+        // would claim to cover it. The next open replays from the last good checkpoint instead.
+        if self.log.is_poisoned() {
+            return Err(Error::Poisoned {
+                cause: "no checkpoint of a poisoned store".into(),
+            });
+        }
         let (covered, tasks) = {
             let mut table = lock(&self.table);
             table.checkpointing = true;

@@ -799,3 +799,36 @@ fn a_checkpoint_taken_under_concurrent_writes_loses_none_of_them() {
     }
     assert_eq!(store.version(&acked[0].0), Some(extra.version));
 }
+
+#[test]
+fn a_poisoned_store_writes_no_checkpoint_and_reopens_from_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    let id = store.create(NewTask::submitted(None)).unwrap().task_id;
+    store.close().unwrap();
+    let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    store.log().faults().fail_sync_after(0);
+    assert!(matches!(
+        store.append(&id, Some(1), vec![status(TaskState::Working)]),
+        Err(Error::Poisoned { .. })
+    ));
+    assert!(matches!(store.checkpoint(), Err(Error::Poisoned { .. })));
+    drop(store); // the drop-time checkpoint is refused too
+    let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(
+        store.open_report().checkpoint_position.map(|p| p.get()),
+        Some(1),
+        "the last good checkpoint"
+    );
+    // The unacknowledged record survived in the page cache and is replayed like any other:
+    // table and log agree, and the next version follows it.
+    let version = store.version(&id).unwrap();
+    assert!(version == 1 || version == 2);
+    assert_eq!(
+        store
+            .append(&id, Some(version), vec![status(TaskState::Completed)])
+            .unwrap()
+            .version,
+        version + 1
+    );
+}
