@@ -598,6 +598,28 @@ impl TaskStore {
         }
     }
 
+    /// The remembered batches at consecutive positions `from`, `from + 1`, … up to `to`, at most
+    /// `max` of them, under one lock (empty if `from` is not remembered).
+    pub(crate) fn recent_run(
+        &self,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> Vec<(Position, Arc<EventBatch>)> {
+        let recent = lock(&self.recent);
+        let Ok(start) = recent.binary_search_by_key(&from, |(p, _)| *p) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (expected, (position, batch)) in (from..=to).zip(recent.range(start..)) {
+            if *position != expected || out.len() >= max {
+                break;
+            }
+            out.push((Position::new(*position), batch.clone()));
+        }
+        out
+    }
+
     /// A recently written batch, if it is still remembered.
     pub(crate) fn recent_batch(&self, position: u64) -> Option<Arc<EventBatch>> {
         let recent = lock(&self.recent);

@@ -207,9 +207,12 @@ impl Tail {
         let committed = self.store.log().acknowledged_position().get();
         let mut out = Vec::new();
         while self.next <= committed && out.len() < max.max(1) {
-            if let Some(batch) = self.store.recent_batch(self.next) {
-                out.push((Position::new(self.next), batch));
-                self.next += 1;
+            let run = self
+                .store
+                .recent_run(self.next, committed, max.max(1) - out.len());
+            if let Some((last, _)) = run.last() {
+                self.next = last.get() + 1;
+                out.extend(run);
                 continue;
             }
             let want = (max.max(1) - out.len()).min((committed - self.next + 1) as usize);

@@ -282,3 +282,35 @@ fn slow_subscribers_hold_no_memory() {
         "the created event plus 200 messages"
     );
 }
+
+#[test]
+fn a_tail_crosses_from_the_log_into_the_recent_cache_without_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sync: tasklog_engine::SyncPolicy::Never,
+        segment_bytes_max: 256 * 1024,
+        ..Options::default()
+    };
+    let store = Arc::new(TaskStore::open(dir.path(), options).unwrap());
+    // More writes than the store remembers, so the oldest come from the log.
+    let ids: Vec<String> = (0..6000)
+        .map(|_| store.create(NewTask::submitted(None)).unwrap().task_id)
+        .collect();
+    let mut tail = store.tail(Position::new(1));
+    let mut seen = Vec::new();
+    loop {
+        let batch = tail.try_next(700).unwrap();
+        if batch.is_empty() {
+            break;
+        }
+        seen.extend(
+            batch
+                .into_iter()
+                .map(|(position, batch)| (position.get(), batch.task_id.clone())),
+        );
+    }
+    assert_eq!(seen.len(), 6000);
+    for (i, (position, task_id)) in seen.iter().enumerate() {
+        assert_eq!((*position, task_id), (i as u64 + 1, &ids[i]));
+    }
+}
