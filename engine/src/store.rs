@@ -193,7 +193,8 @@ fn restore_checkpoint(log: &Log, first: u64, last: u64) -> (TaskTable, u64) {
         }
     };
     match checkpoint::decode(&bytes) {
-        Ok(saved) if saved.covered_position + 1 >= first && saved.covered_position <= last => {
+        // `first >= 1` always; `covered <= last` bounds it below POSITION_MAX, so `+ 1` is safe.
+        Ok(saved) if saved.covered_position >= first - 1 && saved.covered_position <= last => {
             let covered = saved.covered_position;
             (
                 TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta)),

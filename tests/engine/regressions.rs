@@ -7,6 +7,7 @@
 //! 7. A `TolerateAny` cut inside a sealed segment was reported as a torn tail.
 //! 8. Crafted files (position 0, an index claiming `u64::MAX`) panicked at open.
 //! 9. `truncate_after(u64::MAX)` overflowed and poisoned the log.
+//! 10. (self-review) a crafted task checkpoint claiming position `u64::MAX` overflowed at open.
 
 use std::fs;
 use std::sync::Arc;
@@ -176,4 +177,27 @@ fn t9_truncating_past_the_end_is_a_no_op_even_at_the_largest_position() {
     log.truncate_after(Position::new(u64::MAX)).unwrap();
     assert_eq!(log.bounds().1, Position::new(3));
     log.append(&[NewRecord::new(0, b"still writable")]).unwrap();
+}
+
+/// A checkpoint file with valid CRCs claiming the largest position must be ignored, not overflow.
+#[test]
+fn t10_a_crafted_checkpoint_position_is_ignored_not_a_panic() {
+    use tasklog_engine::checkpoint::{self, Checkpoint};
+    let dir = tempfile::tempdir().unwrap();
+    let store = tasklog_engine::TaskStore::open(dir.path(), Options::default()).unwrap();
+    store
+        .create(tasklog_engine::NewTask::submitted(None))
+        .unwrap();
+    store.crash();
+    let crafted = checkpoint::encode(&Checkpoint {
+        covered_position: u64::MAX,
+        tasks: vec![],
+    })
+    .unwrap();
+    fs::write(dir.path().join(checkpoint::FILE_NAME), crafted).unwrap();
+    let store = tasklog_engine::TaskStore::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(
+        (store.open_report().checkpoint_position, store.len()),
+        (None, 1)
+    );
 }
