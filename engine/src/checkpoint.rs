@@ -144,6 +144,15 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     if u16_at(header, VERSION_OFFSET) != FORMAT_VERSION || u16_at(header, FLAGS_OFFSET) != 0 {
         return Err("unsupported checkpoint format version".into());
     }
+    let reserved_clear = header
+        .get(FLAGS_OFFSET + 2..COVERED_OFFSET)
+        .is_some_and(|r| r.iter().all(|b| *b == 0))
+        && header
+            .get(PAYLOAD_CRC_OFFSET + 4..HEADER_CRC_OFFSET)
+            .is_some_and(|r| r.iter().all(|b| *b == 0));
+    if !reserved_clear {
+        return Err("nonzero reserved bytes in checkpoint header".into());
+    }
     let payload = bytes.get(HEADER_BYTES..).unwrap_or_default();
     if payload.len() as u64 != u64_at(header, PAYLOAD_LEN_OFFSET) {
         return Err("checkpoint length does not match its header".into());

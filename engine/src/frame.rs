@@ -132,6 +132,12 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     let Some(payload) = frame.get(HEADER_BYTES..HEADER_BYTES + payload_len as usize) else {
         return Decoded::Corrupt("payload outside the frame");
     };
+    if frame
+        .get(HEADER_BYTES + payload_len as usize..)
+        .is_none_or(|pad| pad.iter().any(|b| *b != 0))
+    {
+        return Decoded::Corrupt("nonzero padding");
+    }
     Decoded::Frame(Frame {
         position: le::u64_at(header, POSITION_OFFSET),
         term: le::u64_at(header, TERM_OFFSET),
@@ -211,6 +217,19 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// Found by the `frame_decode` fuzz target: padding must be zero (FORMAT.md §4), even under a
+    /// valid CRC.
+    #[test]
+    fn nonzero_padding_is_refused_even_with_a_valid_crc() {
+        let mut out = Vec::new();
+        encode(&mut out, 1, 0, 0, b"x");
+        let last = out.len() - 1;
+        out[last] = 1;
+        let crc = crc32fast::hash(&out[LEN_OFFSET..]);
+        out[..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode(&out), Decoded::Corrupt("nonzero padding"));
     }
 
     #[test]

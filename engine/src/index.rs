@@ -179,6 +179,10 @@ pub fn validate(bytes: &[u8], expected_first_position: u64) -> Result<IndexSumma
     {
         return Err("index header crc mismatch");
     }
+    let reserved = header.get(ENTRIES_CRC_OFFSET + size_of::<u32>()..HEADER_CRC_OFFSET);
+    if reserved.is_none_or(|bytes| bytes.iter().any(|b| *b != 0)) {
+        return Err("nonzero reserved bytes in index header");
+    }
     if u16_at(header, VERSION_OFFSET) != FORMAT_VERSION || u16_at(header, FLAGS_OFFSET) != 0 {
         return Err("unsupported index format version");
     }
@@ -193,6 +197,11 @@ pub fn validate(bytes: &[u8], expected_first_position: u64) -> Result<IndexSumma
     }
     if summary.first_position == 0 || summary.last_position >= crate::limits::POSITION_MAX {
         return Err("index positions out of range");
+    }
+    // Found by the `segment_recover` fuzz target: an index covering less than the segment header
+    // made recovery scan from inside the header (and TolerateAny cut the segment below it).
+    if summary.segment_bytes < crate::segment::HEADER_BYTES as u64 {
+        return Err("index covers less than the segment header");
     }
     let entries = bytes.get(HEADER_BYTES..).unwrap_or_default();
     if entries.len() != summary.entry_count as usize * ENTRY_BYTES {
