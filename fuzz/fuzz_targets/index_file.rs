@@ -1,0 +1,9 @@
+//! libFuzzer entry point for `tasklog_fuzz::index_file` (see its documentation for the input layout).
+//! Built only with the `libfuzzer` feature: `cargo fuzz run index_file --features libfuzzer`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    if let Err(error) = tasklog_fuzz::index_file(data) {
+        panic!("index_file: {error:#}");
+    }
+});

@@ -1,0 +1,497 @@
+//! Seed inputs made by the engine itself: real frames, segments, index files, checkpoints and
+//! event batches, each prefixed with the control byte its target expects (see the target
+//! functions in the crate root). `fuzz/seeds/<target>/` holds these as files (regenerate with
+//! `cargo test -p tasklog-fuzz --test replay -- --ignored write_seed_files`); the replay test
+//! also runs them fresh from this module, so a format change cannot leave the seeds stale.
+
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use tasklog_engine::event::{Event, EventBatch, TASK_BATCH_KIND};
+use tasklog_engine::model::{
+    Artifact, Json, Message, Part, Role, TaskState, TaskStatus, Timestamp,
+};
+use tasklog_engine::{Log, NewRecord, NewTask, RecoveryMode, SyncPolicy, TaskStore, checkpoint};
+use tasklog_engine::{frame, record, segment};
+
+use crate::{FIX_CRC, options, scratch_dir};
+
+/// Tasks in the store written by [`write_store`].
+pub const STORE_TASKS: usize = 3;
+/// A task of that store that is still working (not terminal).
+pub const STORE_ACTIVE_TASK: &str = "task-active";
+
+/// One seed: the target it is for, a file name, and the bytes.
+pub type Seed = (&'static str, String, Vec<u8>);
+
+fn engine<T>(what: &str, result: tasklog_engine::Result<T>) -> Result<T> {
+    result.map_err(|e| anyhow!("{what}: {e}"))
+}
+
+fn message(text: &str) -> Message {
+    Message {
+        message_id: format!("m-{text}"),
+        context_id: Some("ctx-1".into()),
+        task_id: None,
+        role: Role::User,
+        parts: vec![Part::text(text)],
+        metadata: json(),
+        extensions: Vec::new(),
+        reference_task_ids: Vec::new(),
+    }
+}
+
+/// `{"k":1}` as JSON metadata.
+fn json() -> Option<Json> {
+    Json::from_text(r#"{"k":1}"#).ok()
+}
+
+/// The batch creating `task_id` (version 1).
+pub fn created_batch(task_id: &str, timestamp: i64) -> EventBatch {
+    EventBatch {
+        task_id: task_id.into(),
+        first_version: 1,
+        timestamp: Timestamp(timestamp),
+        events: vec![Event::Created {
+            context_id: "ctx-1".into(),
+            status: TaskStatus {
+                state: TaskState::Submitted,
+                message: None,
+                timestamp: Some(Timestamp(timestamp)),
+            },
+            message: None,
+            metadata: None,
+        }],
+    }
+}
+
+/// Event batches of every event kind, for [`STORE_ACTIVE_TASK`] after its creation.
+pub fn batches() -> Vec<EventBatch> {
+    let working = TaskStatus {
+        state: TaskState::Working,
+        message: None,
+        timestamp: Some(Timestamp(5)),
+    };
+    let artifact = Artifact {
+        artifact_id: "a-1".into(),
+        name: Some("result".into()),
+        description: None,
+        parts: vec![Part::text("chunk")],
+        metadata: json(),
+        extensions: vec!["ext".into()],
+    };
+    let batch = |first_version: u64, events: Vec<Event>| EventBatch {
+        task_id: STORE_ACTIVE_TASK.into(),
+        first_version,
+        timestamp: Timestamp(10),
+        events,
+    };
+    vec![
+        created_batch("task-other", 3),
+        batch(2, vec![Event::Status(working.clone())]),
+        batch(
+            2,
+            vec![
+                Event::Status(working),
+                Event::Artifact {
+                    artifact,
+                    append: false,
+                    last_chunk: true,
+                },
+                Event::Message(message("hello")),
+            ]
+            .into_iter()
+            .chain(json().map(Event::Metadata))
+            .collect(),
+        ),
+        batch(
+            2,
+            vec![Event::Status(TaskStatus {
+                state: TaskState::Completed,
+                message: Some(message("done")),
+                timestamp: None,
+            })],
+        ),
+        batch(2, vec![Event::Deleted]),
+    ]
+}
+
+/// Writes a small task store into `dir` and closes it (so it has a checkpoint): three tasks in
+/// two contexts, one of them ([`STORE_ACTIVE_TASK`]) working with an artifact and a message.
+///
+/// # Errors
+/// The engine's errors.
+pub fn write_store(dir: &Path) -> Result<()> {
+    let store = engine(
+        "open store",
+        TaskStore::open(
+            dir,
+            options(RecoveryMode::TolerateTail, SyncPolicy::Never, 256),
+        ),
+    )?;
+    let new = |id: &str, context: &str, message: Option<Message>| NewTask {
+        task_id: Some(id.into()),
+        context_id: Some(context.into()),
+        state: TaskState::Submitted,
+        message,
+        metadata: json(),
+    };
+    engine(
+        "create",
+        store.create(new(STORE_ACTIVE_TASK, "ctx-1", Some(message("start")))),
+    )?;
+    engine("create", store.create(new("task-done", "ctx-1", None)))?;
+    engine("create", store.create(new("task-3", "ctx-2", None)))?;
+    let working = Event::Status(TaskStatus::new(TaskState::Working));
+    engine(
+        "append",
+        store.append(STORE_ACTIVE_TASK, Some(1), vec![working]),
+    )?;
+    if let Some(batch) = batches().get(2) {
+        engine(
+            "append",
+            store.append(
+                STORE_ACTIVE_TASK,
+                None,
+                batch.events.iter().skip(1).cloned().collect(),
+            ),
+        )?;
+    }
+    engine("cancel", store.cancel("task-done"))?;
+    engine("close", store.close())?;
+    Ok(())
+}
+
+fn with_control(control: u8, bytes: &[u8]) -> Vec<u8> {
+    [&[control][..], bytes].concat()
+}
+
+fn frame_bytes(position: u64, term: u64, kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    frame::encode(&mut out, position, term, kind, payload);
+    out
+}
+
+/// Every seed for every target.
+///
+/// # Errors
+/// The engine's errors while writing the logs the seeds are cut from.
+pub fn generate() -> Result<Vec<Seed>> {
+    let mut seeds: Vec<Seed> = Vec::new();
+    let mut add = |target: &'static str, name: &str, bytes: Vec<u8>| {
+        seeds.push((target, name.to_string(), bytes));
+    };
+    let batch_payloads: Vec<Vec<u8>> = batches()
+        .iter()
+        .map(|b| record::to_payload(b).map(|p| p.to_vec()))
+        .collect::<Result<_, _>>()
+        .map_err(|e| anyhow!("serialize: {e}"))?;
+
+    // Frames.
+    add(
+        "frame_decode",
+        "empty_payload",
+        with_control(0, &frame_bytes(1, 0, 0, b"")),
+    );
+    add(
+        "frame_decode",
+        "odd_payload_with_term",
+        with_control(0, &frame_bytes(42, 7, 3, &[0xAB; 13])),
+    );
+    if let Some(payload) = batch_payloads.get(2) {
+        add(
+            "frame_decode",
+            "event_batch",
+            with_control(0, &frame_bytes(2, 0, TASK_BATCH_KIND, payload)),
+        );
+    }
+    let mut flagged = frame_bytes(5, 0, 1, b"flags");
+    if let Some(flags) = flagged.get_mut(frame::FLAGS_OFFSET) {
+        *flags = 1;
+    }
+    add(
+        "frame_decode",
+        "nonzero_flags_fix_crc",
+        with_control(FIX_CRC, &flagged),
+    );
+    let whole = frame_bytes(9, 0, 1, &[7; 40]);
+    add(
+        "frame_decode",
+        "short",
+        with_control(0, whole.get(..whole.len() - 3).unwrap_or_default()),
+    );
+
+    // Segment headers and file names.
+    add(
+        "segment_header",
+        "first_1",
+        with_control(0, &segment::encode_header(1)),
+    );
+    add(
+        "segment_header",
+        "first_large",
+        with_control(0, &segment::encode_header(1 << 40)),
+    );
+    let mut version_2 = segment::encode_header(3);
+    if let Some(version) = version_2.get_mut(segment::VERSION_OFFSET) {
+        *version = 2;
+    }
+    add(
+        "segment_header",
+        "version_2_fix_crc",
+        with_control(FIX_CRC, &version_2),
+    );
+    add(
+        "segment_header",
+        "file_name",
+        with_control(0, segment::file_name(77).as_bytes()),
+    );
+
+    // A log with small records in two segments, cleanly closed: segments and index files.
+    let dir = scratch_dir()?;
+    let log_options = options(RecoveryMode::TolerateTail, SyncPolicy::Never, 64);
+    let log = engine("open", Log::open(dir.path(), log_options.clone()))?;
+    for i in 0..6u8 {
+        let payload = vec![i; usize::from(i) * 5];
+        engine("append", log.append(&[NewRecord::new(i, &payload)]))?;
+    }
+    // A frame over the segment limit gets a segment of its own, which rolls the log.
+    engine(
+        "append",
+        log.append(&[NewRecord::new(1, &[0x5A; 64 * 1024])]),
+    )?;
+    for i in 0..3u8 {
+        engine("append", log.append(&[NewRecord::new(i, &[i; 100])]))?;
+    }
+    engine("close", log.close())?;
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    for entry in fs::read_dir(dir.path()).context("list")? {
+        let entry = entry.context("list")?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        files.push((name, fs::read(entry.path()).context("read")?));
+    }
+    files.sort();
+    let segments: Vec<&Vec<u8>> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".seg"))
+        .map(|(_, b)| b)
+        .collect();
+    let indexes: Vec<&Vec<u8>> = files
+        .iter()
+        .filter(|(n, _)| n.ends_with(".idx"))
+        .map(|(_, b)| b)
+        .collect();
+    for (i, index) in indexes.iter().enumerate() {
+        add("index_file", &format!("real_{i}"), with_control(0, index));
+    }
+    if let Some(index) = indexes.first() {
+        let mut extra = index.to_vec();
+        extra.extend_from_slice(&[0, 0, 0, 0, 0x40, 0, 0, 0]);
+        add(
+            "index_file",
+            "extra_entry_fix",
+            with_control(FIX_CRC | 0x02, &extra),
+        );
+    }
+    let first_segment = segments.first().map(|s| s.as_slice()).unwrap_or_default();
+    let last_segment = segments.last().map(|s| s.as_slice()).unwrap_or_default();
+    add(
+        "segment_recover",
+        "one_segment",
+        with_control(0, first_segment),
+    );
+    let torn = first_segment
+        .get(..first_segment.len().saturating_sub(11))
+        .unwrap_or_default();
+    add("segment_recover", "torn_tail", with_control(0, torn));
+    let mut zero_tail = first_segment.to_vec();
+    zero_tail.extend_from_slice(&[0; 96]);
+    add("segment_recover", "zero_tail", with_control(0, &zero_tail));
+    let mut middle = first_segment.to_vec();
+    if let Some(byte) = middle.get_mut(segment::HEADER_BYTES + 40) {
+        *byte ^= 0x10;
+    }
+    add(
+        "segment_recover",
+        "corrupt_middle",
+        with_control(0, &middle),
+    );
+    add(
+        "segment_recover",
+        "corrupt_middle_fix_crc",
+        with_control(0x04, &middle),
+    );
+    // Two segments cut from the first one (frames 1..=3 sealed, 4..=6 last); the control byte
+    // asks for valid headers, so the second is named 4.
+    let (part_a, part_b) = first_segment.split_at(first_segment.len().min(184));
+    let mut two = vec![0x01 | 0x02];
+    two.extend_from_slice(
+        &u16::try_from(part_a.len())
+            .unwrap_or(u16::MAX)
+            .to_le_bytes(),
+    );
+    two.extend_from_slice(part_a);
+    two.extend_from_slice(&[0; segment::HEADER_BYTES]);
+    two.extend_from_slice(part_b.get(..).unwrap_or_default());
+    add("segment_recover", "two_segments", two.clone());
+    // The same, with the first segment's real index file (covering more than the cut file).
+    if let Some(index) = indexes.first() {
+        let index_len = u16::try_from(index.len()).unwrap_or(u16::MAX);
+        let mut sealed_index = vec![0x01 | 0x02 | 0x08 | 0x10];
+        sealed_index.extend_from_slice(
+            &u16::try_from(part_a.len())
+                .unwrap_or(u16::MAX)
+                .to_le_bytes(),
+        );
+        sealed_index.extend_from_slice(&index_len.to_le_bytes());
+        sealed_index.extend_from_slice(part_a);
+        sealed_index.extend_from_slice(index);
+        sealed_index.extend_from_slice(&[0; segment::HEADER_BYTES]);
+        sealed_index.extend_from_slice(part_b);
+        add("segment_recover", "sealed_index_mismatch", sealed_index);
+    }
+    // The log's last segment (first position 8) with its clean-close checkpoint index.
+    if let Some(index) = indexes.last() {
+        let index_len = u16::try_from(index.len()).unwrap_or(u16::MAX);
+        let mut with_index = vec![0x08];
+        with_index.extend_from_slice(&index_len.to_le_bytes());
+        with_index.extend_from_slice(index);
+        with_index.extend_from_slice(last_segment);
+        add("segment_recover", "last_segment_checkpoint", with_index);
+    }
+    // Two real segments that do not continue each other (6 records, then one starting at 8).
+    let mut gap = vec![0x01];
+    gap.extend_from_slice(
+        &u16::try_from(first_segment.len())
+            .unwrap_or(u16::MAX)
+            .to_le_bytes(),
+    );
+    gap.extend_from_slice(first_segment);
+    gap.extend_from_slice(last_segment);
+    add("segment_recover", "gap_between_segments", gap);
+    // Frames without a header, for the header repair option.
+    let mut headerless = vec![0x02 | 0x04];
+    headerless.extend_from_slice(&[0; segment::HEADER_BYTES]);
+    for position in 1..4 {
+        headerless.extend_from_slice(&frame_bytes(position, 0, 1, b"abc"));
+    }
+    add("segment_recover", "fix_header_and_crcs", headerless);
+
+    // Event batches (as payloads of one record), with and without a store replaying them.
+    for (i, payload) in batch_payloads.iter().enumerate() {
+        add(
+            "event_batch",
+            &format!("batch_{i}"),
+            with_control(0, payload),
+        );
+        add(
+            "event_batch",
+            &format!("batch_{i}_store"),
+            with_control(0x02, payload),
+        );
+    }
+    if let Some(payload) = batch_payloads.get(2) {
+        add(
+            "event_batch",
+            "sealed_store",
+            with_control(0x02 | 0x04, payload),
+        );
+        add(
+            "event_batch",
+            "other_kind",
+            with_control(0x01 | 0x02, payload),
+        );
+    }
+    add(
+        "event_batch",
+        "not_a_batch_store",
+        with_control(0x02, b"\x01\x02\x03"),
+    );
+
+    // Checkpoints: the real one of the template store, an empty one, and a truncated one.
+    let store_dir = scratch_dir()?;
+    write_store(store_dir.path())?;
+    let real = fs::read(store_dir.path().join(checkpoint::FILE_NAME)).context("read checkpoint")?;
+    add("checkpoint_file", "real", with_control(0, &real));
+    let empty = engine(
+        "encode",
+        checkpoint::encode(&checkpoint::Checkpoint {
+            covered_position: 0,
+            tasks: Vec::new(),
+        }),
+    )?;
+    add("checkpoint_file", "empty", with_control(0, &empty));
+    let mut covered_far = real.clone();
+    if let Some(field) = covered_far.get_mut(16..24) {
+        field.copy_from_slice(&1_000_000u64.to_le_bytes());
+    }
+    add(
+        "checkpoint_file",
+        "covered_mismatch_fix",
+        with_control(FIX_CRC, &covered_far),
+    );
+    add(
+        "checkpoint_file",
+        "truncated_store",
+        with_control(0x02, real.get(..real.len() / 2).unwrap_or_default()),
+    );
+
+    // Operation sequences: appends that roll segments, reads, syncs, crashes, faults, reopen.
+    let ops: &[(&str, &[u8])] = &[
+        (
+            "append_read_reopen",
+            &[0x01, 0, 2, 100, 0, 1, 7, 3, 0, 8, 0, 0, 5, 12, 7, 1, 0],
+        ),
+        (
+            "roll_truncate_purge",
+            &[
+                0x00, 1, 3, 0x30, 0x5D, 2, 2, 3, 0x30, 0x5D, 2, 11, 9, 4, 0, 10, 3, 0, 12, 8, 0, 0,
+                9,
+            ],
+        ),
+        (
+            "crash_cut_and_zeros",
+            &[
+                0x00, 0, 1, 200, 0, 1, 11, 0, 2, 50, 0, 1, 13, 2, 0x00, 0x80, 0x20, 0x00, 0, 0, 9,
+                0, 1,
+            ],
+        ),
+        (
+            "crash_garble",
+            &[
+                0x02, 0, 0, 64, 0, 1, 11, 0, 0, 64, 0, 1, 14, 3, 7, 0, 0, 0, 7, 0, 0,
+            ],
+        ),
+        (
+            "failed_sync",
+            &[
+                0x01, 0, 0, 10, 0, 1, 15, 0x80, 0, 0, 20, 0, 1, 0, 0, 30, 0, 1, 7, 0, 0,
+            ],
+        ),
+        (
+            "failed_write_never",
+            &[
+                0x00, 0, 0, 10, 0, 1, 15, 0x01, 0, 1, 20, 0, 1, 0, 1, 30, 0, 1, 11, 12,
+            ],
+        ),
+    ];
+    for (name, bytes) in ops {
+        add("log_model", name, bytes.to_vec());
+    }
+    Ok(seeds)
+}
+
+/// Writes [`generate`]'s seeds into `root/<target>/<name>`.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_all(root: &Path) -> Result<usize> {
+    let seeds = generate()?;
+    for (target, name, bytes) in &seeds {
+        let dir = root.join(target);
+        fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+        fs::write(dir.join(name), bytes).with_context(|| format!("write seed {target}/{name}"))?;
+    }
+    Ok(seeds.len())
+}
