@@ -287,10 +287,10 @@ fn recover_active(
     report: &mut RecoveryReport,
 ) -> Result<Io> {
     let checkpoint = match load_index(dir, first, report)? {
-        Some(index) if index.summary().segment_bytes <= len => Some(index),
+        Some(index) if checkpoint_fits(&file, &path, &index, first, len)? => Some(index),
         Some(_) => {
-            // It claims bytes the file no longer has: never trust it later, when the file has
-            // grown past that length again with different content.
+            // It claims bytes the file no longer has, or bytes that do not end where it says: never
+            // trust it, now or later when the file has grown past that length again.
             dir.remove(&index_name(first))?;
             dir.sync()?;
             report.removed_files.push(dir.join(&index_name(first)));
@@ -375,6 +375,51 @@ fn recover_active(
         last_index_offset: scan.last_index_offset,
         dirty: false,
     })
+}
+
+/// Whether a checkpoint index of the last segment agrees with the segment's bytes: it covers no
+/// more than the file, and the frames from its last entry on end exactly at `segment_bytes` with
+/// its `last_position` (with no entry, it covers exactly the header). Found by the
+/// `segment_recover` fuzz target: an index ending inside a frame was trusted, and recovery then
+/// cut valid frames or left a log that could not be reopened.
+fn checkpoint_fits(
+    file: &File,
+    path: &Path,
+    index: &MappedIndex,
+    first: u64,
+    len: u64,
+) -> Result<bool> {
+    let summary = index.summary();
+    if summary.segment_bytes > len {
+        return Ok(false);
+    }
+    let entries = index.entries();
+    let Some(last_entry) = entries.count().checked_sub(1).map(|i| entries.entry(i)) else {
+        return Ok(summary.segment_bytes == segment::HEADER_BYTES as u64
+            && summary.last_position + 1 == first);
+    };
+    let start = u64::from(last_entry.offset);
+    let span = summary.segment_bytes.saturating_sub(start);
+    // Entries are at most one interval plus one frame apart; anything longer is not ours.
+    if start >= summary.segment_bytes || span > limits::SCAN_WINDOW_BYTES as u64 {
+        return Ok(false);
+    }
+    let mut bytes = vec![0u8; span as usize];
+    if storage::read_at(file, path, &mut bytes, start)? != bytes.len() {
+        return Ok(false);
+    }
+    let mut at = 0usize;
+    let mut position = first + u64::from(last_entry.relative_position);
+    while at < bytes.len() {
+        match frame::decode(bytes.get(at..).unwrap_or_default()) {
+            Decoded::Frame(frame) if frame.position == position => {
+                at += frame.len;
+                position += 1;
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(at == bytes.len() && position - 1 == summary.last_position)
 }
 
 /// Result of scanning frames.
