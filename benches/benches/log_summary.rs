@@ -17,7 +17,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use tasklog_benches::{PAYLOAD_BYTES, RawAppender, json_number, json_string, payload};
+use tasklog_benches::{PAYLOAD_BYTES, RawAppender, json_head, json_number, json_string, payload};
 use tasklog_engine::{Log, NewRecord, Options, SyncPolicy};
 
 /// Record kind used for every appended record (opaque to the log).
@@ -282,13 +282,7 @@ fn print_table(facts: &[(&str, String)], rows: &[Row], raw_rate: f64) {
 }
 
 fn to_json(facts: &[(&str, String)], rows: &[Row], raw_rate: f64) -> String {
-    let mut out = String::from("{\n  \"machine\": {\n");
-    let facts_json: Vec<String> = facts
-        .iter()
-        .map(|(k, v)| format!("    {}: {}", json_string(k), json_string(v)))
-        .collect();
-    out.push_str(&facts_json.join(",\n"));
-    out.push_str("\n  },\n  \"workloads\": [\n");
+    let mut out = json_head(facts);
     let rows_json: Vec<String> = rows
         .iter()
         .map(|row| {

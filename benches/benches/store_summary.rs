@@ -53,7 +53,9 @@ use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail};
-use tasklog_benches::{PAYLOAD_BYTES, XorShift64, json_number, json_string, machine_facts};
+use tasklog_benches::{
+    PAYLOAD_BYTES, XorShift64, json_head, json_number, json_string, machine_facts,
+};
 use tasklog_engine::event::{Event, EventBatch, TASK_BATCH_KIND};
 use tasklog_engine::model::{Message, Part, Role, TaskState, TaskStatus, Timestamp};
 use tasklog_engine::state::TaskMeta;
@@ -1384,13 +1386,7 @@ fn print_table(facts: &[(&str, String)], rows: &[Row]) {
 }
 
 fn to_json(facts: &[(&str, String)], rows: &[Row]) -> String {
-    let mut out = String::from("{\n  \"machine\": {\n");
-    let facts_json: Vec<String> = facts
-        .iter()
-        .map(|(k, v)| format!("    {}: {}", json_string(k), json_string(v)))
-        .collect();
-    out.push_str(&facts_json.join(",\n"));
-    out.push_str("\n  },\n  \"workloads\": [\n");
+    let mut out = json_head(facts);
     let rows_json: Vec<String> = rows
         .iter()
         .map(|row| {

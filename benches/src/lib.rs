@@ -135,6 +135,19 @@ pub fn machine_facts(dir: &Path) -> Vec<(&'static str, String)> {
     ]
 }
 
+/// The opening of a summary's JSON document: the machine facts, then the start of the workloads
+/// array (the caller appends the rows and closes it with `\n  ]\n}\n`).
+pub fn json_head(facts: &[(&str, String)]) -> String {
+    let facts_json: Vec<String> = facts
+        .iter()
+        .map(|(k, v)| format!("    {}: {}", json_string(k), json_string(v)))
+        .collect();
+    format!(
+        "{{\n  \"machine\": {{\n{}\n  }},\n  \"workloads\": [\n",
+        facts_json.join(",\n")
+    )
+}
+
 /// `text` as a JSON string literal.
 pub fn json_string(text: &str) -> String {
     use std::fmt::Write as _;
