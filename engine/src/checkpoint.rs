@@ -22,8 +22,9 @@ use crate::state::{Batches, TaskMeta};
 pub const FILE_NAME: &str = "tasks.checkpoint";
 /// Checkpoint magic (PNG style, see [`crate::segment::MAGIC`]).
 pub const MAGIC: [u8; 8] = *b"\x89TLT\r\n\x1a\n";
-/// Checkpoint format version.
-pub const FORMAT_VERSION: u16 = 1;
+/// Checkpoint format version (2 added `rejected` and `replica`; a version 1 file is ignored and
+/// the table rebuilt from the log).
+pub const FORMAT_VERSION: u16 = 2;
 
 const VERSION_OFFSET: usize = MAGIC.len();
 const FLAGS_OFFSET: usize = VERSION_OFFSET + size_of::<u16>();
@@ -62,6 +63,20 @@ pub struct Checkpoint {
     pub covered_position: u64,
     /// The live tasks.
     pub tasks: Vec<CheckpointTask>,
+    /// Positions up to `covered_position` whose event batch was rejected (a no-op that tails skip),
+    /// ascending.
+    pub rejected: Vec<u64>,
+    /// Set by a store that a replication layer drives (see `TaskStore::open_replica`).
+    pub replica: Option<ReplicaCheckpoint>,
+}
+
+/// What a replicated store checkpoints besides its tasks.
+#[derive(Debug, Clone, PartialEq, Eq, rkyv::Archive, rkyv::Serialize, rkyv::Deserialize)]
+pub struct ReplicaCheckpoint {
+    /// Term of the record at `covered_position` (0 when it is 0).
+    pub applied_term: u64,
+    /// The replication layer's own state as of `covered_position` (its membership), opaque here.
+    pub state: Vec<u8>,
 }
 
 impl CheckpointTask {
@@ -189,6 +204,11 @@ mod tests {
                 batches: vec![(1, 1), (40, 3)],
                 artifact_ids: vec!["a".into()],
             }],
+            rejected: vec![17],
+            replica: Some(ReplicaCheckpoint {
+                applied_term: 4,
+                state: b"members".to_vec(),
+            }),
         }
     }
 

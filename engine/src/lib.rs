@@ -99,7 +99,7 @@ pub use recovery::{RecoveryReport, Truncation};
 #[cfg(feature = "testing")]
 pub use storage::Faults;
 pub use store::{
-    ListPage, ListQuery, NewTask, OpenReport, Retention, RetentionReport, TaskStore, TaskSummary,
-    Written,
+    ListPage, ListQuery, NewTask, OpenReport, Prepared, ReplicaApplied, Retention, RetentionReport,
+    TaskStore, TaskSummary, Write, Written,
 };
 pub use verify::{SegmentInfo, VerifyReport};

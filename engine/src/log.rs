@@ -431,6 +431,26 @@ impl Log {
             .maintain(|inner| inner.purge_before(position.get()))
     }
 
+    /// Removes every record and makes `next` the position of the next append: the log then holds
+    /// nothing, with [`Log::bounds`] `(next, next - 1)`. Raft uses it to start over after a
+    /// snapshot that ends past (or conflicts with) everything the log holds. Appenders wait while
+    /// it runs. Crash-safe: segments are removed oldest first and the new, empty segment is
+    /// created last, so a crash leaves a shorter contiguous log or an empty one, never a hole.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for position 0 or beyond the position space; I/O errors poison
+    /// the log.
+    pub fn reset(&self, next: Position) -> Result<()> {
+        let next = next.get();
+        if next == 0 || next > limits::POSITION_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "reset to position {next} is outside 1..={}",
+                limits::POSITION_MAX
+            )));
+        }
+        self.inner.maintain(|inner| inner.reset(next))
+    }
+
     /// Flushes, syncs, writes a checkpoint so the next open needs no scan, and closes.
     ///
     /// # Errors
@@ -549,6 +569,14 @@ impl WriteState {
         self.pending_bytes += len as usize;
         self.next_position += 1;
     }
+}
+
+/// How a maintenance task changed the log's end.
+enum Changed {
+    /// Records after this position are gone.
+    Truncated(u64),
+    /// Every record is gone; the next append gets this position + 1.
+    Reset(u64),
 }
 
 impl Inner {
@@ -861,7 +889,7 @@ impl Inner {
     }
 
     /// Flushes the queue, makes the caller the only writer, runs `work`, and releases.
-    fn maintain(&self, work: impl FnOnce(&Inner) -> Result<Option<u64>>) -> Result<()> {
+    fn maintain(&self, work: impl FnOnce(&Inner) -> Result<Option<Changed>>) -> Result<()> {
         let mut state = lock(&self.write);
         loop {
             state.check_open()?;
@@ -889,7 +917,17 @@ impl Inner {
         state.leader = false;
         state.maintenance = false;
         let outcome = match result {
-            Ok(Some(new_last)) => {
+            Ok(Some(Changed::Reset(new_last))) => {
+                // Nothing is left to write or sync: the new segment was created durably.
+                state.next_position = new_last + 1;
+                state.written = new_last;
+                state.durable = new_last;
+                let io = lock(&self.io);
+                state.planned_bytes = io.len;
+                state.planned_frames = false;
+                Ok(())
+            }
+            Ok(Some(Changed::Truncated(new_last))) => {
                 state.next_position = new_last + 1;
                 state.written = state.written.min(new_last);
                 state.durable = state.durable.min(new_last);
@@ -911,7 +949,7 @@ impl Inner {
     }
 
     /// Returns the new last position when the log changed.
-    fn truncate_after(&self, keep: u64) -> Result<Option<u64>> {
+    fn truncate_after(&self, keep: u64) -> Result<Option<Changed>> {
         let (first, last) = {
             let view = read(&self.view);
             (view.first_position, view.last_position)
@@ -1018,10 +1056,56 @@ impl Inner {
         view.last_position = keep;
         drop(view);
         self.truncations.fetch_add(1, Ordering::SeqCst);
-        Ok(Some(keep))
+        Ok(Some(Changed::Truncated(keep)))
     }
 
-    fn purge_before(&self, position: u64) -> Result<Option<u64>> {
+    fn reset(&self, next: u64) -> Result<Option<Changed>> {
+        self.truncations.fetch_add(1, Ordering::SeqCst);
+        let mut io = lock(&self.io);
+        let doomed: Vec<u64> = {
+            let view = read(&self.view);
+            view.sealed
+                .iter()
+                .map(|s| s.first_position)
+                .chain([view.active.first_position])
+                .collect()
+        };
+        // Oldest first: a crash in between leaves a contiguous suffix.
+        for first_position in &doomed {
+            self.dir.remove(&index_name(*first_position))?;
+            self.dir.remove(&segment::file_name(*first_position))?;
+        }
+        self.dir.sync()?;
+        let name = segment::file_name(next);
+        let file = self
+            .dir
+            .write_atomically(&name, &segment::encode_header(next))?;
+        let active = Arc::new(Active {
+            path: self.dir.join(&name),
+            file: Arc::new(file),
+            first_position: next,
+            state: RwLock::new(ActiveState {
+                len: segment::HEADER_BYTES as u64,
+                last_position: next - 1,
+                index: Vec::new(),
+            }),
+        });
+        io.active = active.clone();
+        io.len = segment::HEADER_BYTES as u64;
+        io.last_position = next - 1;
+        io.last_index_offset = 0;
+        io.dirty = false;
+        let mut view = write(&self.view);
+        view.sealed.clear();
+        view.active = active;
+        view.first_position = next;
+        view.last_position = next - 1;
+        drop(view);
+        self.truncations.fetch_add(1, Ordering::SeqCst);
+        Ok(Some(Changed::Reset(next - 1)))
+    }
+
+    fn purge_before(&self, position: u64) -> Result<Option<Changed>> {
         loop {
             let victim = {
                 let mut view = write(&self.view);

@@ -72,6 +72,30 @@ where
     })
 }
 
+/// Like [`decode`], for payload bytes outside the log (a Raft command in memory): copied into an
+/// aligned buffer first when they are not 8-byte aligned. `position` names them in errors.
+///
+/// # Errors
+/// [`Error::InvalidPayload`] when the bytes are not a valid archived `T`.
+pub fn decode_bytes<T>(position: u64, bytes: &[u8]) -> Result<T>
+where
+    T: Archive,
+    T::Archived: Portable
+        + for<'a> CheckBytes<HighValidator<'a, rancor::Error>>
+        + Deserialize<T, rancor::Strategy<rkyv::de::Pool, rancor::Error>>,
+{
+    let invalid = |e: rancor::Error| Error::InvalidPayload {
+        position,
+        reason: e.to_string(),
+    };
+    if (bytes.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN_MAX) {
+        return rkyv::from_bytes::<T, rancor::Error>(bytes).map_err(invalid);
+    }
+    let mut aligned = AlignedVec::<16>::with_capacity(bytes.len());
+    aligned.extend_from_slice(bytes);
+    rkyv::from_bytes::<T, rancor::Error>(&aligned).map_err(invalid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

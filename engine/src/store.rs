@@ -9,15 +9,15 @@
 //! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
 //! let a large store open without a replay are the next step; see the README.)
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::Path;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use base64::Engine as _;
 use tokio::sync::Notify;
 
-use crate::checkpoint::{self, Checkpoint, CheckpointTask};
+use crate::checkpoint::{self, Checkpoint, CheckpointTask, ReplicaCheckpoint};
 use crate::config::Options;
 use crate::entry::{NewRecord, Position};
 use crate::error::{Error, Result};
@@ -58,6 +58,22 @@ impl NewTask {
             metadata: None,
         }
     }
+}
+
+/// A write, as [`TaskStore::prepare`] takes it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Create a task (as [`TaskStore::create`]).
+    Create(NewTask),
+    /// Append events to a task (as [`TaskStore::append`]).
+    Append {
+        /// The task.
+        task_id: String,
+        /// Only if the task is at exactly this version.
+        expected_version: Option<u64>,
+        /// The events, all or none.
+        events: Vec<Event>,
+    },
 }
 
 /// What a successful write did.
@@ -136,9 +152,37 @@ pub struct ListPage {
     pub total_size: u64,
 }
 
+/// A write checked against the current state and encoded, ready for a replication layer to
+/// propose (see [`TaskStore::prepare`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Prepared {
+    /// The task written to.
+    pub task_id: String,
+    /// The version the write gives the task.
+    pub version: u64,
+    /// The event batch as a log payload (record kind [`TASK_BATCH_KIND`]).
+    pub payload: Vec<u8>,
+}
+
+/// Where a replicated store's state stands: the last record applied and the replication layer's
+/// own state as of it (see [`TaskStore::open_replica`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ReplicaApplied {
+    /// Position of the last applied record (0: none).
+    pub position: Position,
+    /// Its term.
+    pub term: u64,
+    /// The replication layer's state bytes as of that record (empty until it sets them).
+    pub state: Vec<u8>,
+}
+
 /// A durable A2A task store in one directory.
 pub struct TaskStore {
     log: Log,
+    /// `true` when a replication layer writes the log and applies committed records.
+    replica: bool,
+    /// Replica: the last applied position, for tails (lock-free).
+    applied: AtomicU64,
     table: Mutex<Table>,
     /// Signalled when a task stops being busy.
     idle: Condvar,
@@ -146,8 +190,9 @@ pub struct TaskStore {
     clock_ms: AtomicI64,
     /// Woken after every write, for tails.
     tail_notify: Arc<Notify>,
-    /// The last [`RECENT_BATCHES_MAX`] batches written, by position, for subscribers and tails.
-    recent: Mutex<VecDeque<(u64, Arc<EventBatch>)>>,
+    /// The last [`RECENT_BATCHES_MAX`] records, by position, for subscribers and tails: the batch,
+    /// or `None` for a record that is not one (rejected, or the replication layer's own).
+    recent: Mutex<VecDeque<(u64, Option<Arc<EventBatch>>)>>,
     open_report: OpenReport,
     closed: bool,
 }
@@ -169,6 +214,10 @@ struct Table {
     watchers: HashMap<String, Arc<Notify>>,
     /// A checkpoint is copying the table: writes do not start.
     checkpointing: bool,
+    /// Positions of event batches that failed their checks (no-ops, skipped by tails).
+    rejected: BTreeSet<u64>,
+    /// Replica: what was applied last.
+    replica: ReplicaApplied,
 }
 
 impl Drop for TaskStore {
@@ -181,38 +230,39 @@ impl Drop for TaskStore {
     }
 }
 
-/// Loads the checkpoint if it is valid and fits the log; otherwise an empty table and a replay
-/// from the log's first position.
-fn restore_checkpoint(log: &Log, first: u64, last: u64) -> (TaskTable, u64) {
+/// Loads the checkpoint if it is valid, fits the log and was written in the same mode (embedded
+/// or replica); `None` means: rebuild from the log's first position.
+fn restore_checkpoint(log: &Log, first: u64, last: u64, replica: bool) -> Option<Checkpoint> {
     let bytes = match log.read_side_file(checkpoint::FILE_NAME) {
         Ok(Some(bytes)) => bytes,
-        Ok(None) => return (TaskTable::default(), first),
+        Ok(None) => return None,
         Err(error) => {
             tracing::warn!(%error, "cannot read the task checkpoint; rebuilding from the log");
-            return (TaskTable::default(), first);
+            return None;
         }
     };
     match checkpoint::decode(&bytes) {
         // `first >= 1` always; `covered <= last` bounds it below POSITION_MAX, so `+ 1` is safe.
-        Ok(saved) if saved.covered_position >= first - 1 && saved.covered_position <= last => {
-            let covered = saved.covered_position;
-            (
-                TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta)),
-                covered + 1,
-            )
+        Ok(saved)
+            if saved.covered_position >= first - 1
+                && saved.covered_position <= last
+                && saved.replica.is_some() == replica =>
+        {
+            Some(saved)
         }
         Ok(saved) => {
             tracing::warn!(
                 covered = saved.covered_position,
                 first,
                 last,
+                replica,
                 "the task checkpoint does not fit the log; rebuilding from the log"
             );
-            (TaskTable::default(), first)
+            None
         }
         Err(reason) => {
             tracing::warn!(%reason, "invalid task checkpoint; rebuilding from the log");
-            (TaskTable::default(), first)
+            None
         }
     }
 }
@@ -225,7 +275,17 @@ impl TaskStore {
     pub fn open(path: impl AsRef<Path>, options: Options) -> Result<Self> {
         let log = Log::open(path, options)?;
         let (first, last) = log.bounds();
-        let (mut tasks, replay_from) = restore_checkpoint(&log, first.get(), last.get());
+        let saved = restore_checkpoint(&log, first.get(), last.get(), false);
+        let replay_from = saved
+            .as_ref()
+            .map_or(first.get(), |c| c.covered_position + 1);
+        let (mut tasks, mut rejected) = match saved {
+            Some(saved) => (
+                TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta)),
+                saved.rejected.into_iter().collect(),
+            ),
+            None => (TaskTable::default(), BTreeSet::new()),
+        };
         let mut replayed = 0u64;
         let mut next = replay_from;
         while next <= last.get() {
@@ -241,7 +301,8 @@ impl TaskStore {
                 match tasks.check(&batch, None) {
                     Ok(()) => tasks.apply(entry.position().get(), &batch),
                     Err(error) => {
-                        tracing::debug!(position = next - 1, %error, "skipping a rejected record")
+                        tracing::debug!(position = next - 1, %error, "skipping a rejected record");
+                        rejected.insert(next - 1);
                     }
                 }
             }
@@ -251,13 +312,92 @@ impl TaskStore {
                 .then(|| Position::new(replay_from - 1)),
             replayed_records: replayed,
         };
-        Ok(TaskStore {
+        Ok(TaskStore::new(
             log,
+            false,
+            tasks,
+            rejected,
+            ReplicaApplied::default(),
+            open_report,
+        ))
+    }
+
+    /// Opens the store of a replicated node. A replication layer (`tasklog-raft`) owns the log:
+    /// it appends entries at their positions and terms (see [`TaskStore::log`]), then hands each
+    /// committed record to [`TaskStore::apply_batch`] or [`TaskStore::apply_other`], in position
+    /// order. Opening loads the checkpoint and applies nothing after it: which later records are
+    /// committed is the replication layer's knowledge, so it re-applies them.
+    /// [`TaskStore::replica_applied`] says where the state stands.
+    ///
+    /// Reads, subscriptions and tails see applied records only; the embedded write methods
+    /// (`create`, `append`, …) refuse, and [`TaskStore::prepare`] encodes writes instead.
+    ///
+    /// # Errors
+    /// As [`Log::open`].
+    pub fn open_replica(path: impl AsRef<Path>, options: Options) -> Result<Self> {
+        let log = Log::open(path, options)?;
+        let (first, last) = log.bounds();
+        let (tasks, rejected, applied) =
+            match restore_checkpoint(&log, first.get(), last.get(), true) {
+                Some(saved) => {
+                    let replica = saved.replica.unwrap_or(ReplicaCheckpoint {
+                        applied_term: 0,
+                        state: Vec::new(),
+                    });
+                    (
+                        TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta)),
+                        saved.rejected.into_iter().collect(),
+                        ReplicaApplied {
+                            position: Position::new(saved.covered_position),
+                            term: replica.applied_term,
+                            state: replica.state,
+                        },
+                    )
+                }
+                None => (
+                    TaskTable::default(),
+                    BTreeSet::new(),
+                    ReplicaApplied {
+                        position: Position::new(first.get() - 1),
+                        term: 0,
+                        state: Vec::new(),
+                    },
+                ),
+            };
+        let open_report = OpenReport {
+            checkpoint_position: (applied.position.get() >= first.get())
+                .then_some(applied.position),
+            replayed_records: 0,
+        };
+        Ok(TaskStore::new(
+            log,
+            true,
+            tasks,
+            rejected,
+            applied,
+            open_report,
+        ))
+    }
+
+    fn new(
+        log: Log,
+        replica: bool,
+        tasks: TaskTable,
+        rejected: BTreeSet<u64>,
+        applied: ReplicaApplied,
+        open_report: OpenReport,
+    ) -> Self {
+        TaskStore {
+            log,
+            replica,
+            applied: AtomicU64::new(applied.position.get()),
             table: Mutex::new(Table {
                 tasks,
                 busy: HashSet::new(),
                 watchers: HashMap::new(),
                 checkpointing: false,
+                rejected,
+                replica: applied,
             }),
             idle: Condvar::new(),
             clock_ms: AtomicI64::new(0),
@@ -265,7 +405,7 @@ impl TaskStore {
             recent: Mutex::new(VecDeque::new()),
             open_report,
             closed: false,
-        })
+        }
     }
 
     /// What opening found: the checkpoint used (if any) and how many records were replayed.
@@ -286,33 +426,50 @@ impl TaskStore {
                 cause: "no checkpoint of a poisoned store".into(),
             });
         }
-        let (covered, tasks) = {
-            let mut table = lock(&self.table);
-            table.checkpointing = true;
-            // Only with no write in flight is every record up to the log's end applied.
-            while !table.busy.is_empty() {
-                table = self
-                    .idle
-                    .wait(table)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            let covered = self.log.bounds().1.get();
-            let tasks: Vec<CheckpointTask> = table
+        let saved = self.snapshot_table();
+        let covered = saved.covered_position;
+        let bytes = checkpoint::encode(&saved)?;
+        self.log.write_side_file(checkpoint::FILE_NAME, &bytes)?;
+        Ok(Position::new(covered))
+    }
+
+    /// A copy of the table as a checkpoint: as of the log's end (embedded; writes wait while it
+    /// is taken) or of the last applied record (replica).
+    fn snapshot_table(&self) -> Checkpoint {
+        let mut table = lock(&self.table);
+        table.checkpointing = true;
+        // Only with no write in flight is every record up to the log's end applied.
+        while !table.busy.is_empty() {
+            table = self
+                .idle
+                .wait(table)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let (covered, replica) = if self.replica {
+            (
+                table.replica.position.get(),
+                Some(ReplicaCheckpoint {
+                    applied_term: table.replica.term,
+                    state: table.replica.state.clone(),
+                }),
+            )
+        } else {
+            (self.log.bounds().1.get(), None)
+        };
+        let saved = Checkpoint {
+            covered_position: covered,
+            tasks: table
                 .tasks
                 .iter()
                 .map(|(id, meta)| CheckpointTask::from_meta(id, meta))
-                .collect();
-            table.checkpointing = false;
-            drop(table);
-            self.idle.notify_all();
-            (covered, tasks)
+                .collect(),
+            rejected: table.rejected.range(..=covered).copied().collect(),
+            replica,
         };
-        let bytes = checkpoint::encode(&Checkpoint {
-            covered_position: covered,
-            tasks,
-        })?;
-        self.log.write_side_file(checkpoint::FILE_NAME, &bytes)?;
-        Ok(Position::new(covered))
+        table.checkpointing = false;
+        drop(table);
+        self.idle.notify_all();
+        saved
     }
 
     /// The underlying log (read positions, bounds, sync).
@@ -357,20 +514,8 @@ impl TaskStore {
     /// [`Error::TaskExists`], [`Error::InvalidEvent`] (unspecified state), [`Error::InvalidArgument`]
     /// (ids too long), [`Error::TooLarge`], and log errors.
     pub fn create(&self, new: NewTask) -> Result<Written> {
-        let task_id = new
-            .task_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        let context_id = new
-            .context_id
-            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        check_id("context id", &context_id)?;
-        let created = Event::Created {
-            context_id,
-            status: TaskStatus::new(new.state),
-            message: new.message,
-            metadata: new.metadata,
-        };
-        self.write(task_id, Some(0), vec![created])
+        let (task_id, expected_version, events) = self.write_parts(Write::Create(new))?;
+        self.write(task_id, expected_version, events)
     }
 
     /// Appends events to an existing task, atomically: all of them or none. With
@@ -523,20 +668,62 @@ impl TaskStore {
         checkpointed.and(closed)
     }
 
-    fn write(
+    /// Checks a write against the current state and encodes it, without writing: a replicated
+    /// node's leader proposes the payload, and every node decides at apply
+    /// ([`TaskStore::apply_batch`]) whether it still holds, so a write that raced another one to
+    /// the same task is rejected there. `new_task` creates (insert-if-absent when it names an id);
+    /// otherwise `events` go to `task_id`.
+    ///
+    /// # Errors
+    /// As [`TaskStore::create`] and [`TaskStore::append`], decided on the current (applied) state.
+    pub fn prepare(&self, write: Write) -> Result<Prepared> {
+        let (task_id, expected_version, events) = self.write_parts(write)?;
+        let table = lock(&self.table);
+        let batch = self.build(&table, task_id, expected_version, events)?;
+        drop(table);
+        let payload = encode_batch(&batch)?;
+        Ok(Prepared {
+            task_id: batch.task_id.clone(),
+            version: batch.last_version(),
+            payload: payload.to_vec(),
+        })
+    }
+
+    fn write_parts(&self, write: Write) -> Result<(String, Option<u64>, Vec<Event>)> {
+        Ok(match write {
+            Write::Create(new) => {
+                let task_id = new
+                    .task_id
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                let context_id = new
+                    .context_id
+                    .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+                check_id("context id", &context_id)?;
+                let created = Event::Created {
+                    context_id,
+                    status: TaskStatus::new(new.state),
+                    message: new.message,
+                    metadata: new.metadata,
+                };
+                (task_id, Some(0), vec![created])
+            }
+            Write::Append {
+                task_id,
+                expected_version,
+                events,
+            } => (task_id, expected_version, events),
+        })
+    }
+
+    /// The stamped batch a write makes, checked against the table.
+    fn build(
         &self,
+        table: &Table,
         task_id: String,
         expected_version: Option<u64>,
         events: Vec<Event>,
-    ) -> Result<Written> {
+    ) -> Result<EventBatch> {
         check_id("task id", &task_id)?;
-        let mut table = lock(&self.table);
-        while table.busy.contains(&task_id) {
-            table = self
-                .idle
-                .wait(table)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
         let actual = table.tasks.get(&task_id).map_or(0, |meta| meta.version);
         let mut batch = EventBatch {
             task_id,
@@ -546,19 +733,34 @@ impl TaskStore {
         };
         stamp(&mut batch);
         table.tasks.check(&batch, expected_version)?;
+        Ok(batch)
+    }
+
+    fn write(
+        &self,
+        task_id: String,
+        expected_version: Option<u64>,
+        events: Vec<Event>,
+    ) -> Result<Written> {
+        if self.replica {
+            return Err(Error::InvalidArgument(
+                "a replicated store is written through its replication layer".into(),
+            ));
+        }
+        check_id("task id", &task_id)?;
+        let mut table = lock(&self.table);
+        while table.busy.contains(&task_id) {
+            table = self
+                .idle
+                .wait(table)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        let batch = self.build(&table, task_id, expected_version, events)?;
         table.busy.insert(batch.task_id.clone());
         drop(table);
 
-        let appended = record::to_payload(&batch).and_then(|bytes| {
-            if bytes.len() > limits::EVENT_BATCH_BYTES_MAX {
-                return Err(Error::TooLarge {
-                    what: "event batch",
-                    len: bytes.len() as u64,
-                    max: limits::EVENT_BATCH_BYTES_MAX as u64,
-                });
-            }
-            self.log.append(&[NewRecord::new(TASK_BATCH_KIND, &bytes)])
-        });
+        let appended = encode_batch(&batch)
+            .and_then(|bytes| self.log.append(&[NewRecord::new(TASK_BATCH_KIND, &bytes)]));
 
         let mut table = lock(&self.table);
         table.busy.remove(&batch.task_id);
@@ -575,7 +777,7 @@ impl TaskStore {
         drop(table);
         self.idle.notify_all();
         if let Ok(written) = &result {
-            self.remember(written.position.get(), Arc::new(batch));
+            self.remember(written.position.get(), Some(Arc::new(batch)));
             if let Some(watchers) = watchers {
                 watchers.notify_waiters();
             }
@@ -584,9 +786,169 @@ impl TaskStore {
         result
     }
 
+    /// Replica: applies the committed event batch at `position` (written by `term`), deciding
+    /// exactly as every other node does. A batch that no longer holds (another write got to its
+    /// task first, the task ended, …) or does not decode is rejected: it stays in the log as a
+    /// no-op that reads, subscriptions and tails skip, and the error says why.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the store is not a replica or `position` is not the next
+    /// one to apply (nothing changes); otherwise the rejection, typed as for embedded writes
+    /// ([`Error::VersionConflict`] with the actual version, [`Error::TaskExists`], …), after the
+    /// position was applied as a no-op.
+    pub fn apply_batch(&self, position: Position, term: u64, payload: &[u8]) -> Result<Written> {
+        let decoded = record::decode_bytes::<EventBatch>(position.get(), payload);
+        let mut table = lock(&self.table);
+        self.check_next(&table, position)?;
+        let checked = decoded.and_then(|batch| {
+            let expected = batch.first_version.checked_sub(1);
+            table.tasks.check(&batch, expected).map(|()| batch)
+        });
+        table.replica.position = position;
+        table.replica.term = term;
+        let result = match checked {
+            Ok(batch) => {
+                table.tasks.apply(position.get(), &batch);
+                let watchers = table.watchers.get(&batch.task_id).cloned();
+                let written = Written {
+                    task_id: batch.task_id.clone(),
+                    version: batch.last_version(),
+                    position,
+                };
+                drop(table);
+                self.remember(position.get(), Some(Arc::new(batch)));
+                if let Some(watchers) = watchers {
+                    watchers.notify_waiters();
+                }
+                Ok(written)
+            }
+            Err(error) => {
+                table.rejected.insert(position.get());
+                drop(table);
+                self.remember(position.get(), None);
+                Err(error)
+            }
+        };
+        self.applied.store(position.get(), Ordering::SeqCst);
+        self.tail_notify.notify_waiters();
+        result
+    }
+
+    /// Replica: applies a committed record that is not an event batch (the replication layer's
+    /// own, such as a membership change). `state`, if given, replaces the replication layer's
+    /// state bytes kept with the checkpoint ([`ReplicaApplied::state`]).
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] when the store is not a replica or `position` is not the next
+    /// one to apply.
+    pub fn apply_other(&self, position: Position, term: u64, state: Option<Vec<u8>>) -> Result<()> {
+        let mut table = lock(&self.table);
+        self.check_next(&table, position)?;
+        table.replica.position = position;
+        table.replica.term = term;
+        if let Some(state) = state {
+            table.replica.state = state;
+        }
+        drop(table);
+        self.remember(position.get(), None);
+        self.applied.store(position.get(), Ordering::SeqCst);
+        self.tail_notify.notify_waiters();
+        Ok(())
+    }
+
+    fn check_next(&self, table: &Table, position: Position) -> Result<()> {
+        if !self.replica {
+            return Err(Error::InvalidArgument(
+                "only a replicated store applies committed records".into(),
+            ));
+        }
+        let next = table.replica.position.get() + 1;
+        if position.get() != next {
+            return Err(Error::InvalidArgument(format!(
+                "apply at position {position}, but the next position to apply is {next}"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Replica: the last applied record and the replication layer's state as of it; `None` for an
+    /// embedded store.
+    pub fn replica_applied(&self) -> Option<ReplicaApplied> {
+        self.replica.then(|| lock(&self.table).replica.clone())
+    }
+
+    /// Replica: the state as a checkpoint image (the task table as of the last applied record),
+    /// for a snapshot; [`TaskStore::install_snapshot`] restores it on another node.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an embedded store.
+    pub fn snapshot(&self) -> Result<Vec<u8>> {
+        if !self.replica {
+            return Err(Error::InvalidArgument(
+                "only a replicated store makes snapshots".into(),
+            ));
+        }
+        checkpoint::encode(&self.snapshot_table())
+    }
+
+    /// Replica: replaces the state with a snapshot made by [`TaskStore::snapshot`] (on any node)
+    /// and makes it the checkpoint. The caller has made the log hold the records the snapshot's
+    /// tasks refer to. Subscriptions and tails continue from the snapshot's position.
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] for an embedded store or a snapshot that does not decode or
+    /// was not made by a replica; I/O errors writing the checkpoint.
+    pub fn install_snapshot(&self, bytes: &[u8]) -> Result<ReplicaApplied> {
+        if !self.replica {
+            return Err(Error::InvalidArgument(
+                "only a replicated store installs snapshots".into(),
+            ));
+        }
+        let saved = checkpoint::decode(bytes)
+            .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
+        let Some(replica) = saved.replica.clone() else {
+            return Err(Error::InvalidArgument(
+                "the snapshot was not made by a replicated store".into(),
+            ));
+        };
+        self.log.write_side_file(checkpoint::FILE_NAME, bytes)?;
+        let applied = ReplicaApplied {
+            position: Position::new(saved.covered_position),
+            term: replica.applied_term,
+            state: replica.state,
+        };
+        let mut table = lock(&self.table);
+        table.tasks = TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta));
+        table.rejected = saved.rejected.into_iter().collect();
+        table.replica = applied.clone();
+        let watchers: Vec<Arc<Notify>> = table.watchers.values().cloned().collect();
+        drop(table);
+        lock(&self.recent).clear();
+        self.applied.store(applied.position.get(), Ordering::SeqCst);
+        for notify in watchers {
+            notify.notify_waiters();
+        }
+        self.tail_notify.notify_waiters();
+        Ok(applied)
+    }
+
+    /// The last position readers may see: durable (embedded) or applied (replica).
+    pub(crate) fn visible_position(&self) -> Position {
+        if self.replica {
+            Position::new(self.applied.load(Ordering::SeqCst))
+        } else {
+            self.log.acknowledged_position()
+        }
+    }
+
+    /// Whether the batch at `position` was rejected (a no-op).
+    pub(crate) fn is_rejected(&self, position: u64) -> bool {
+        lock(&self.table).rejected.contains(&position)
+    }
+
     /// Keeps a just-written batch for subscribers and tails, so that each of them does not read
     /// and decode it from the log again. Bounded; kept in position order.
-    fn remember(&self, position: u64, batch: Arc<EventBatch>) {
+    fn remember(&self, position: u64, batch: Option<Arc<EventBatch>>) {
         let mut recent = lock(&self.recent);
         // Concurrent writers finish in any order, but close to position order: search from the back.
         let at = recent
@@ -599,14 +961,15 @@ impl TaskStore {
         }
     }
 
-    /// The remembered batches at consecutive positions `from`, `from + 1`, … up to `to`, at most
-    /// `max` of them, under one lock (empty if `from` is not remembered).
+    /// The remembered records at consecutive positions `from`, `from + 1`, … up to `to`, at most
+    /// `max` of them, under one lock (empty if `from` is not remembered); `None` for a record that
+    /// is no batch to deliver.
     pub(crate) fn recent_run(
         &self,
         from: u64,
         to: u64,
         max: usize,
-    ) -> Vec<(Position, Arc<EventBatch>)> {
+    ) -> Vec<(Position, Option<Arc<EventBatch>>)> {
         let recent = lock(&self.recent);
         let Ok(start) = recent.binary_search_by_key(&from, |(p, _)| *p) else {
             return Vec::new();
@@ -625,7 +988,14 @@ impl TaskStore {
     pub(crate) fn recent_batch(&self, position: u64) -> Option<Arc<EventBatch>> {
         let recent = lock(&self.recent);
         let at = recent.binary_search_by_key(&position, |(p, _)| *p).ok()?;
-        recent.get(at).map(|(_, batch)| batch.clone())
+        recent.get(at).and_then(|(_, batch)| batch.clone())
+    }
+
+    /// Whether the record at `position` is remembered (as a batch or not).
+    pub(crate) fn remembers(&self, position: u64) -> bool {
+        lock(&self.recent)
+            .binary_search_by_key(&position, |(p, _)| *p)
+            .is_ok()
     }
 
     /// Deletes a terminal task: a `Deleted` event, so a replicated log carries the same decision.
@@ -725,7 +1095,7 @@ impl TaskStore {
     pub fn tail(self: &Arc<Self>, from: Position) -> Tail {
         let caught_up = CaughtUp {
             version: 0,
-            position: self.log.acknowledged_position(),
+            position: self.visible_position(),
         };
         Tail::new(
             self.clone(),
@@ -786,6 +1156,19 @@ fn stamp(batch: &mut EventBatch) {
             _ => {}
         }
     }
+}
+
+/// A batch as a log payload, within the size limit.
+fn encode_batch(batch: &EventBatch) -> Result<rkyv::util::AlignedVec> {
+    let bytes = record::to_payload(batch)?;
+    if bytes.len() > limits::EVENT_BATCH_BYTES_MAX {
+        return Err(Error::TooLarge {
+            what: "event batch",
+            len: bytes.len() as u64,
+            max: limits::EVENT_BATCH_BYTES_MAX as u64,
+        });
+    }
+    Ok(bytes)
 }
 
 fn check_id(what: &str, id: &str) -> Result<()> {

@@ -204,7 +204,7 @@ impl Tail {
     /// # Errors
     /// Log read errors; [`crate::Error::NotFound`] if the cursor was purged by retention.
     pub fn try_next(&mut self, max: usize) -> Result<Vec<(Position, Arc<EventBatch>)>> {
-        let committed = self.store.log().acknowledged_position().get();
+        let committed = self.store.visible_position().get();
         let mut out = Vec::new();
         while self.next <= committed && out.len() < max.max(1) {
             let run = self
@@ -212,7 +212,10 @@ impl Tail {
                 .recent_run(self.next, committed, max.max(1) - out.len());
             if let Some((last, _)) = run.last() {
                 self.next = last.get() + 1;
-                out.extend(run);
+                out.extend(
+                    run.into_iter()
+                        .filter_map(|(position, batch)| batch.map(|b| (position, b))),
+                );
                 continue;
             }
             let want = (max.max(1) - out.len()).min((committed - self.next + 1) as usize);
@@ -227,11 +230,13 @@ impl Tail {
                 }
                 read_any = true;
                 self.next = entry.position().get() + 1;
-                if entry.kind() == TASK_BATCH_KIND {
+                if entry.kind() == TASK_BATCH_KIND
+                    && !self.store.is_rejected(entry.position().get())
+                {
                     out.push((entry.position(), Arc::new(record::decode(&entry)?)));
                 }
                 // Back to memory as soon as the remembered range begins.
-                if self.store.recent_batch(self.next).is_some() {
+                if self.store.remembers(self.next) {
                     break;
                 }
             }

@@ -419,6 +419,8 @@ pub fn generate() -> Result<Vec<Seed>> {
         checkpoint::encode(&checkpoint::Checkpoint {
             covered_position: 0,
             tasks: Vec::new(),
+            rejected: Vec::new(),
+            replica: None,
         }),
     )?;
     add("checkpoint_file", "empty", with_control(0, &empty));

@@ -8,6 +8,7 @@
 //! - `kill`: a child process killed with SIGKILL mid-append, then the log is checked.
 //! - `tasks`: the task store: lifecycle, guards, optimistic concurrency, paging, model test.
 //! - `subscriptions`: replay then follow, order, tails, bounded memory with idle subscribers.
+//! - `replica`: the store driven by a replication layer (apply in order, rejected no-ops, snapshots).
 
 mod common;
 mod concurrency;
@@ -17,5 +18,6 @@ mod model;
 mod poison;
 mod recovery;
 mod regressions;
+mod replica;
 mod subscriptions;
 mod tasks;

@@ -192,6 +192,8 @@ fn t10_a_crafted_checkpoint_position_is_ignored_not_a_panic() {
     let crafted = checkpoint::encode(&Checkpoint {
         covered_position: u64::MAX,
         tasks: vec![],
+        rejected: vec![],
+        replica: None,
     })
     .unwrap();
     fs::write(dir.path().join(checkpoint::FILE_NAME), crafted).unwrap();
