@@ -791,12 +791,19 @@ impl TaskStore {
     /// task first, the task ended, …) or does not decode is rejected: it stays in the log as a
     /// no-op that reads, subscriptions and tails skip, and the error says why.
     ///
+    /// Returns `Ok(Ok(written))`, or `Ok(Err(rejection))` with the rejection typed as for
+    /// embedded writes ([`Error::VersionConflict`] with the actual version,
+    /// [`Error::TaskExists`], …) after the position was applied as a no-op.
+    ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the store is not a replica or `position` is not the next
-    /// one to apply (nothing changes); otherwise the rejection, typed as for embedded writes
-    /// ([`Error::VersionConflict`] with the actual version, [`Error::TaskExists`], …), after the
-    /// position was applied as a no-op.
-    pub fn apply_batch(&self, position: Position, term: u64, payload: &[u8]) -> Result<Written> {
+    /// [`Error::InvalidArgument`] when the store is not a replica or `position` is not after the
+    /// last applied one (nothing changes).
+    pub fn apply_batch(
+        &self,
+        position: Position,
+        term: u64,
+        payload: &[u8],
+    ) -> Result<std::result::Result<Written, Error>> {
         let decoded = record::decode_bytes::<EventBatch>(position.get(), payload);
         let mut table = lock(&self.table);
         self.check_next(&table, position)?;
@@ -831,7 +838,7 @@ impl TaskStore {
         };
         self.applied.store(position.get(), Ordering::SeqCst);
         self.tail_notify.notify_waiters();
-        result
+        Ok(result)
     }
 
     /// Replica: applies a committed record that is not an event batch (the replication layer's
@@ -839,8 +846,8 @@ impl TaskStore {
     /// state bytes kept with the checkpoint ([`ReplicaApplied::state`]).
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] when the store is not a replica or `position` is not the next
-    /// one to apply.
+    /// [`Error::InvalidArgument`] when the store is not a replica or `position` is not after the
+    /// last applied one.
     pub fn apply_other(&self, position: Position, term: u64, state: Option<Vec<u8>>) -> Result<()> {
         let mut table = lock(&self.table);
         self.check_next(&table, position)?;
@@ -862,10 +869,12 @@ impl TaskStore {
                 "only a replicated store applies committed records".into(),
             ));
         }
-        let next = table.replica.position.get() + 1;
-        if position.get() != next {
+        // Positions only grow; a gap is allowed (openraft's storage suite applies entries with
+        // gaps to a bare state machine), a repeat or a step back is not.
+        let applied = table.replica.position;
+        if position <= applied {
             return Err(Error::InvalidArgument(format!(
-                "apply at position {position}, but the next position to apply is {next}"
+                "apply at position {position}, but position {applied} is applied already"
             )));
         }
         Ok(())
@@ -878,17 +887,28 @@ impl TaskStore {
     }
 
     /// Replica: the state as a checkpoint image (the task table as of the last applied record),
-    /// for a snapshot; [`TaskStore::install_snapshot`] restores it on another node.
+    /// for a snapshot, and where it stands; [`TaskStore::install_snapshot`] restores it on another
+    /// node.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] for an embedded store.
-    pub fn snapshot(&self) -> Result<Vec<u8>> {
+    pub fn snapshot(&self) -> Result<(ReplicaApplied, Vec<u8>)> {
         if !self.replica {
             return Err(Error::InvalidArgument(
                 "only a replicated store makes snapshots".into(),
             ));
         }
-        checkpoint::encode(&self.snapshot_table())
+        let saved = self.snapshot_table();
+        let replica = saved.replica.clone().unwrap_or(ReplicaCheckpoint {
+            applied_term: 0,
+            state: Vec::new(),
+        });
+        let applied = ReplicaApplied {
+            position: Position::new(saved.covered_position),
+            term: replica.applied_term,
+            state: replica.state,
+        };
+        Ok((applied, checkpoint::encode(&saved)?))
     }
 
     /// Replica: replaces the state with a snapshot made by [`TaskStore::snapshot`] (on any node)

@@ -90,16 +90,21 @@ fn committed_records_apply_in_order_and_a_raced_write_is_a_no_op_every_reader_sk
     let mut tail = store.tail(Position::new(1));
     assert!(tail.try_next(10).unwrap().is_empty());
 
-    // Out of order is refused and changes nothing.
+    store
+        .apply_other(membership, 1, Some(b"members-1".to_vec()))
+        .unwrap();
+    let written = store
+        .apply_batch(p_create, 1, &created.payload)
+        .unwrap()
+        .unwrap();
+    assert_eq!((written.version, written.position), (1, p_create));
+    // Applying a position again (or an earlier one) is refused and changes nothing.
     assert!(matches!(
         store.apply_batch(p_create, 1, &created.payload),
         Err(Error::InvalidArgument(_))
     ));
-    store
-        .apply_other(membership, 1, Some(b"members-1".to_vec()))
-        .unwrap();
-    let written = store.apply_batch(p_create, 1, &created.payload).unwrap();
-    assert_eq!((written.version, written.position), (1, p_create));
+    assert!(store.apply_other(membership, 1, None).is_err());
+    assert_eq!(store.version("t"), Some(1));
     let mut subscription = store.subscribe("t", 1).unwrap();
 
     // Two leaders' worth of writes prepared against the same version: the second one loses at
@@ -112,8 +117,11 @@ fn committed_records_apply_in_order_and_a_raced_write_is_a_no_op_every_reader_sk
         .unwrap();
     let p_working = append(&store, 2, &working);
     let p_failed = append(&store, 2, &failed);
-    store.apply_batch(p_working, 2, &working.payload).unwrap();
-    match store.apply_batch(p_failed, 2, &failed.payload) {
+    store
+        .apply_batch(p_working, 2, &working.payload)
+        .unwrap()
+        .unwrap();
+    match store.apply_batch(p_failed, 2, &failed.payload).unwrap() {
         Err(Error::VersionConflict {
             expected, actual, ..
         }) => assert_eq!((expected, actual), (1, 2)),
@@ -128,7 +136,7 @@ fn committed_records_apply_in_order_and_a_raced_write_is_a_no_op_every_reader_sk
     let p_garbage = append(&store, 2, &garbage);
     assert!(matches!(
         store.apply_batch(p_garbage, 2, &garbage.payload),
-        Err(Error::InvalidPayload { .. })
+        Ok(Err(Error::InvalidPayload { .. }))
     ));
     let applied = store.replica_applied().unwrap();
     assert_eq!((applied.position, applied.term), (p_garbage, 2));
@@ -162,7 +170,10 @@ fn a_checkpoint_carries_the_replica_state_and_reopen_applies_nothing_after_it() 
         store.apply_other(m, 3, Some(b"m".to_vec())).unwrap();
         let created = store.prepare(create("t")).unwrap();
         let p_create = append(&store, 3, &created);
-        store.apply_batch(p_create, 3, &created.payload).unwrap();
+        store
+            .apply_batch(p_create, 3, &created.payload)
+            .unwrap()
+            .unwrap();
         let again = store
             .prepare(status("t", Some(1), TaskState::Working))
             .unwrap();
@@ -171,8 +182,16 @@ fn a_checkpoint_carries_the_replica_state_and_reopen_applies_nothing_after_it() 
             .unwrap();
         let p_again = append(&store, 3, &again);
         let p_conflict = append(&store, 3, &stale);
-        store.apply_batch(p_again, 3, &again.payload).unwrap();
-        assert!(store.apply_batch(p_conflict, 3, &stale.payload).is_err());
+        store
+            .apply_batch(p_again, 3, &again.payload)
+            .unwrap()
+            .unwrap();
+        assert!(
+            store
+                .apply_batch(p_conflict, 3, &stale.payload)
+                .unwrap()
+                .is_err()
+        );
         assert_eq!(store.checkpoint().unwrap(), p_conflict);
         // Appended but not applied (not committed yet): the checkpoint must not cover it.
         let late = store
@@ -206,6 +225,7 @@ fn a_checkpoint_carries_the_replica_state_and_reopen_applies_nothing_after_it() 
     let late = store.log().read(p_late).unwrap();
     store
         .apply_batch(p_late, late.term(), late.payload())
+        .unwrap()
         .unwrap();
     assert_eq!(store.summary("t").unwrap().state, TaskState::Completed);
 }
@@ -220,10 +240,14 @@ fn a_snapshot_installs_on_another_node_and_an_embedded_checkpoint_is_not_trusted
     for id in ["a", "b", "c"] {
         let prepared = leader.prepare(create(id)).unwrap();
         let at = append(&leader, 5, &prepared);
-        leader.apply_batch(at, 5, &prepared.payload).unwrap();
+        leader
+            .apply_batch(at, 5, &prepared.payload)
+            .unwrap()
+            .unwrap();
         records.push(prepared);
     }
-    let image = leader.snapshot().unwrap();
+    let (at, image) = leader.snapshot().unwrap();
+    assert_eq!((at.position.get(), at.term), (3, 5));
     // The follower gets the log prefix the snapshot's tasks refer to, then the image.
     for prepared in &records {
         append(&follower, 5, prepared);
