@@ -12,11 +12,15 @@
 //! openraft is pinned to an exact (alpha) version and its types stay behind this crate.
 
 pub mod log_store;
+pub mod node;
+#[cfg(feature = "testing")]
+pub mod sim;
 pub mod snapshot;
 pub mod state_machine;
 pub mod types;
 
 pub use log_store::LogStore;
+pub use node::{Node, NodeError, Timing};
 pub use snapshot::SnapshotFile;
 pub use state_machine::StateMachine;
 pub use types::{Command, NodeId, Rejection, Response, TypeConfig};

@@ -1,0 +1,331 @@
+//! One replicated node: the engine's task store opened as a replica, openraft on top of it, and
+//! the calls the server makes (write through the leader, read at a consistency level, wait for a
+//! position, shut down in order).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::impls::BasicNode;
+use openraft::{Config, RaftNetworkFactory, SnapshotPolicy};
+use tasklog_engine::{Options, Position, SyncPolicy, TaskStore, Write, Written};
+
+use crate::log_store::LogStore;
+use crate::snapshot::SnapshotFile;
+use crate::state_machine::StateMachine;
+use crate::types::{Command, NodeId, Rejection, Response, TypeConfig, position_of};
+
+/// The openraft handle of a node.
+pub type Raft = openraft::Raft<TypeConfig, StateMachine>;
+
+/// Attempts of a write without an expected version that lost a race to its task at apply.
+const UNCONDITIONAL_ATTEMPTS: u32 = 8;
+
+/// Why a replicated call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// This node is not the leader; `leader` is the one it knows of (if any). The server forwards.
+    #[error("not the leader; the leader is {leader:?}")]
+    NotLeader {
+        /// The leader's id.
+        leader: Option<NodeId>,
+        /// Its address.
+        address: Option<String>,
+    },
+    /// The write was decided against at apply (or refused before proposing).
+    #[error(transparent)]
+    Rejected(#[from] tasklog_engine::Error),
+    /// Leadership changed while the write was in flight: it may or may not have committed.
+    #[error("leadership changed while the write was in flight; its outcome is unknown")]
+    Unknown,
+    /// Waiting timed out.
+    #[error("timed out after {0:?}")]
+    Timeout(Duration),
+    /// Raft stopped, or storage failed.
+    #[error("raft: {0}")]
+    Raft(String),
+}
+
+/// Timing of a node (defaults suit a LAN or loopback).
+#[derive(Debug, Clone)]
+pub struct Timing {
+    /// Heartbeat interval.
+    pub heartbeat: Duration,
+    /// Election timeout range.
+    pub election: (Duration, Duration),
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            heartbeat: Duration::from_millis(100),
+            election: (Duration::from_millis(400), Duration::from_millis(800)),
+        }
+    }
+}
+
+/// A running node.
+#[derive(Clone)]
+pub struct Node {
+    id: NodeId,
+    raft: Raft,
+    store: Arc<TaskStore>,
+    log: LogStore,
+}
+
+impl Node {
+    /// Opens the node's data directory (`<dir>/log` for the engine, `<dir>/snapshots`) and
+    /// starts Raft with `network`.
+    ///
+    /// # Errors
+    /// Engine errors opening the store, an invalid meta file, Raft's start-up errors.
+    pub async fn open<N>(
+        id: NodeId,
+        dir: &Path,
+        network: N,
+        timing: &Timing,
+    ) -> Result<Self, NodeError>
+    where
+        N: RaftNetworkFactory<TypeConfig>,
+        N::Network: openraft::network::NetSnapshot<TypeConfig, SnapshotData = SnapshotFile>,
+    {
+        let options = Options {
+            // The log store syncs (group commit in its flusher) before openraft hears of it.
+            sync: SyncPolicy::Never,
+            ..Options::default()
+        };
+        let log_dir = dir.join("log");
+        let store = Arc::new(
+            tokio::task::spawn_blocking(move || TaskStore::open_replica(log_dir, options))
+                .await
+                .map_err(|e| NodeError::Raft(e.to_string()))??,
+        );
+        let log = LogStore::open(store.clone()).map_err(|e| NodeError::Raft(e.to_string()))?;
+        let sm = StateMachine::new(store.clone(), dir.join("snapshots"));
+        let config = Config {
+            cluster_name: "tasklog".into(),
+            heartbeat_interval: millis(timing.heartbeat),
+            election_timeout_min: millis(timing.election.0),
+            election_timeout_max: millis(timing.election.1),
+            // The log is the data: snapshots are made when a follower needs one, never on a
+            // schedule, and nothing is purged because a snapshot exists (DESIGN.md §4).
+            snapshot_policy: SnapshotPolicy::Never,
+            max_in_snapshot_log_to_keep: u64::MAX,
+            enable_pre_vote: Some(true),
+            ..Config::default()
+        };
+        let config = Arc::new(
+            config
+                .validate()
+                .map_err(|e| NodeError::Raft(e.to_string()))?,
+        );
+        let raft = Raft::new(id, config, network, log.clone(), sm)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        Ok(Node {
+            id,
+            raft,
+            store,
+            log,
+        })
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// The openraft handle (membership changes, metrics, the network server's calls).
+    pub fn raft(&self) -> &Raft {
+        &self.raft
+    }
+
+    /// What this node knows now: its state (leader, follower, …), term, leader, log, commit and
+    /// apply positions.
+    pub fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The local task store: reads answer from its applied state.
+    pub fn store(&self) -> &Arc<TaskStore> {
+        &self.store
+    }
+
+    /// Makes this node the first member of a new cluster of `members` (id → QUIC address).
+    ///
+    /// # Errors
+    /// Raft's refusal (already initialized, …).
+    pub async fn initialize(&self, members: BTreeMap<NodeId, String>) -> Result<(), NodeError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode::new(addr)))
+            .collect();
+        self.raft
+            .initialize(nodes)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
+    }
+
+    /// Writes through Raft: checks against this node's state, proposes, and returns once the
+    /// write is committed and applied here. A write without an expected version that lost a race
+    /// to its task at apply is prepared again (a few times); one with an expected version gets the
+    /// conflict.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] on a follower, [`NodeError::Rejected`] with the engine's typed
+    /// error, [`NodeError::Unknown`] when leadership changed mid-flight.
+    pub async fn write(&self, write: Write) -> Result<Written, NodeError> {
+        let retry = matches!(
+            &write,
+            Write::Append {
+                expected_version: None,
+                ..
+            }
+        );
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let prepared = match self.store.prepare(write.clone()) {
+                Ok(prepared) => prepared,
+                // A new leader may not have applied everything committed before its term yet:
+                // before refusing on its state, catch up to a read index and look again.
+                Err(error) if state_dependent(&error) && attempt == 1 => {
+                    self.linearizable().await?;
+                    continue;
+                }
+                Err(error) => return Err(error.into()),
+            };
+            let result = self
+                .raft
+                .client_write(Command::task_batch(prepared.payload))
+                .await;
+            match result {
+                Ok(response) => match response.data {
+                    Response::Written {
+                        task_id,
+                        version,
+                        position,
+                    } => {
+                        return Ok(Written {
+                            task_id,
+                            version,
+                            position: Position::new(position),
+                        });
+                    }
+                    Response::Rejected(Rejection::VersionConflict { .. })
+                        if retry && attempt < UNCONDITIONAL_ATTEMPTS =>
+                    {
+                        continue;
+                    }
+                    Response::Rejected(rejection) => {
+                        return Err(NodeError::Rejected(rejection.into()));
+                    }
+                    Response::Ignored { position } => {
+                        return Err(NodeError::Raft(format!(
+                            "a task write at position {position} was applied as no task write"
+                        )));
+                    }
+                },
+                Err(error) => return Err(write_error(error)),
+            }
+        }
+    }
+
+    /// Waits until this node has applied at least `position` (read-your-writes on any node: pass
+    /// the position of the client's last write).
+    ///
+    /// # Errors
+    /// [`NodeError::Timeout`].
+    pub async fn wait_applied(
+        &self,
+        position: Position,
+        timeout: Duration,
+    ) -> Result<(), NodeError> {
+        let Some(index) = position.get().checked_sub(1) else {
+            return Ok(());
+        };
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "wait applied")
+            .await
+            .map(drop)
+            .map_err(|_| NodeError::Timeout(timeout))
+    }
+
+    /// A linearizable read point: confirms leadership with a quorum (read index) and waits until
+    /// this node applied up to it. Reads after it see every write acknowledged before the call.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] on a follower, Raft errors.
+    pub async fn linearizable(&self) -> Result<Position, NodeError> {
+        let read = self
+            .raft
+            .ensure_linearizable(openraft::raft::ReadPolicy::ReadIndex)
+            .await
+            .map_err(|e| match e.forward_to_leader() {
+                Some(forward) => NodeError::NotLeader {
+                    leader: forward.leader_id,
+                    address: forward.leader_node.as_ref().map(|n| n.addr.clone()),
+                },
+                None => NodeError::Raft(e.to_string()),
+            })?;
+        Ok(position_of(read.index()))
+    }
+
+    /// Stops Raft, makes the log durable and writes the engine's checkpoint.
+    ///
+    /// # Errors
+    /// The first failure.
+    pub async fn shutdown(self) -> Result<(), NodeError> {
+        self.raft
+            .shutdown()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        self.log
+            .flush()
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))?;
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || store.checkpoint().map(drop))
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))??;
+        Ok(())
+    }
+
+    /// The directory layout, for tools: where the engine log of a node directory is.
+    pub fn log_dir(dir: &Path) -> PathBuf {
+        dir.join("log")
+    }
+}
+
+/// Whether a write refused before proposing was refused on state a lagging node may not have
+/// caught up with yet.
+fn state_dependent(error: &tasklog_engine::Error) -> bool {
+    use tasklog_engine::Error;
+    matches!(
+        error,
+        Error::TaskNotFound { .. }
+            | Error::TaskExists { .. }
+            | Error::VersionConflict { .. }
+            | Error::TaskTerminal { .. }
+            | Error::InvalidEvent { .. }
+    )
+}
+
+fn millis(duration: Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
+fn write_error(error: RaftError<TypeConfig, ClientWriteError<TypeConfig>>) -> NodeError {
+    match error {
+        RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => NodeError::NotLeader {
+            leader: forward.leader_id,
+            address: forward.leader_node.map(|n| n.addr),
+        },
+        RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => NodeError::Unknown,
+        other => NodeError::Raft(other.to_string()),
+    }
+}
