@@ -1,8 +1,19 @@
-//! `tasklog-raft`: replication of the tasklog engine (not built yet; see DESIGN.md §4).
+//! `tasklog-raft`: replication of the tasklog engine (DESIGN.md §4).
 //!
-//! It will own: openraft pinned to an exact version behind a thin adapter; Raft log storage on the
-//! engine's segment log (the term is in every frame, so each event is written once); vote and
+//! Built so far:
+//! - [`network`]: the RPC transport the Raft layer sits on: QUIC (quinn) with mutual TLS (rustls,
+//!   ring) against the cluster CA, one connection per peer, one stream per RPC, deadlines, size
+//!   caps, and streamed transfers with a no-progress timeout. It knows neither openraft nor the
+//!   engine.
+//! - [`certs`]: the cluster CA and node certificates (`tasklog certs`).
+//!
+//! Still to come: openraft pinned to an exact version behind a thin adapter; Raft log storage on
+//! the engine's segment log (the term is in every frame, so each event is written once); vote and
 //! committed position in a small meta file replaced atomically; a state machine that applies
 //! commands to the engine's task state, deterministically; snapshots made of sealed segments plus
-//! an index checkpoint; and a QUIC network (quinn + rustls, mutual TLS against the cluster CA) with
-//! deadlines, size caps and separate streams for heartbeats and bulk data.
+//! an index checkpoint, sent with [`network::Peer::send_stream`].
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(not(test), deny(clippy::panic))]
+
+pub mod certs;
+pub mod network;
