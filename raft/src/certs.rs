@@ -82,9 +82,17 @@ impl ClusterCa {
         let mut params = CertificateParams::new(Vec::<String>::new())
             .map_err(generate_error("the CA certificate"))?;
         params.distinguished_name = rcgen::DistinguishedName::new();
+        // Each CA gets its own name (from its key), so a certificate from another cluster's CA
+        // is reported as an unknown issuer, and operators can tell CAs apart.
+        let key_id: String = params
+            .key_identifier(&key)
+            .iter()
+            .take(4)
+            .map(|b| format!("{b:02x}"))
+            .collect();
         params
             .distinguished_name
-            .push(DnType::CommonName, CA_COMMON_NAME);
+            .push(DnType::CommonName, format!("{CA_COMMON_NAME} {key_id}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,
