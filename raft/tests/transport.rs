@@ -42,6 +42,11 @@ fn options() -> TransportOptions {
         backoff_initial: Duration::from_millis(20),
         backoff_max: Duration::from_millis(200),
         close_linger: Duration::from_millis(200),
+        // A half-open handshake (a client attempt that gave up just as the server came back)
+        // lingers on the server until this idle timeout; keep it short so a dropped endpoint
+        // frees its port quickly.
+        connection_idle_timeout: Duration::from_secs(2),
+        keep_alive_interval: Duration::from_millis(500),
         ..TransportOptions::default()
     }
 }
@@ -453,10 +458,8 @@ async fn garbage_on_a_stream_gets_a_typed_refusal_and_the_server_keeps_serving()
         3,
         "only the two streams and the good request reached the handler"
     );
-    let peer = Transport::bind(localhost(), &material(&ca, 3), options())
-        .unwrap()
-        .peer(server.local_addr(), "127.0.0.1")
-        .unwrap();
+    let client = Transport::bind(localhost(), &material(&ca, 3), options()).unwrap();
+    let peer = client.peer(server.local_addr(), "127.0.0.1").unwrap();
     assert_eq!(
         peer.call(ECHO, &b"ok"[..], Duration::from_secs(5))
             .await
@@ -628,27 +631,48 @@ async fn reconnects_after_the_server_restarts_on_the_same_address() {
     assert!(error.is_retryable(), "{error}");
     assert!(!peer.is_connected());
 
-    // The old socket is released once the endpoint's driver has stopped; retry the bind briefly.
+    let second = rebind(addr, &server_tls).await;
+    second
+        .serve(handler_fn(|_, _| async { Ok(b"second".to_vec()) }))
+        .unwrap();
+    let answer = call_until_ok(&peer).await;
+    assert_eq!(answer, b"second");
+    assert_eq!(peer.connects(), 2);
+
+    // Dropping a transport without shutdown also closes its connections and frees the address.
+    drop(second);
+    let third = rebind(addr, &server_tls).await;
+    third
+        .serve(handler_fn(|_, _| async { Ok(b"third".to_vec()) }))
+        .unwrap();
+    assert_eq!(call_until_ok(&peer).await, b"third");
+    assert_eq!(peer.connects(), 3);
+}
+
+/// Binds `addr` again once the previous endpoint's socket is released (its driver stops soon
+/// after the last handle goes).
+async fn rebind(addr: SocketAddr, tls: &TlsMaterial) -> Transport {
     let start = Instant::now();
-    let second = loop {
-        match Transport::bind(addr, &server_tls, options()) {
-            Ok(transport) => break transport,
+    loop {
+        match Transport::bind(addr, tls, options()) {
+            Ok(transport) => return transport,
             Err(error) => {
                 assert!(start.elapsed() < Duration::from_secs(5), "{error}");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    };
-    second
-        .serve(handler_fn(|_, _| async { Ok(b"second".to_vec()) }))
-        .unwrap();
+    }
+}
+
+/// Calls until a call succeeds (each failure retryable), for at most 10 s.
+async fn call_until_ok(peer: &Peer) -> Vec<u8> {
     let start = Instant::now();
-    let answer = loop {
+    loop {
         match peer
             .call(ECHO, Vec::new(), Duration::from_millis(500))
             .await
         {
-            Ok(answer) => break answer,
+            Ok(answer) => return answer,
             Err(error) => {
                 assert!(error.is_retryable(), "{error}");
                 assert!(
@@ -658,9 +682,7 @@ async fn reconnects_after_the_server_restarts_on_the_same_address() {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
-    };
-    assert_eq!(answer, b"second");
-    assert_eq!(peer.connects(), 2);
+    }
 }
 
 #[tokio::test]

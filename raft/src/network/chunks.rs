@@ -4,6 +4,7 @@
 //! with an `END` envelope whose byte count must match what arrived. Every read waits at most the
 //! server's `stream_idle_timeout` for a byte: a sender that stops making progress ends the
 //! transfer with [`ChunkError::Stalled`], whatever its total length.
+#![deny(clippy::indexing_slicing)]
 
 use std::time::Duration;
 

@@ -13,6 +13,7 @@
 //! instead of a deadline.
 //!
 //! No lock is held across an `.await`: the state mutex guards a few field swaps only.
+#![deny(clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -36,7 +37,9 @@ use super::wire::{
 /// higher priorities are sent first.
 const BULK_PRIORITY: i32 = -1;
 
-/// One remote node. Cheap to clone; clones share the connection.
+/// One remote node. Cheap to clone; clones share the connection. Calls fail with
+/// [`RpcError::Shutdown`] once the [`Transport`](super::Transport) it came from is shut down or
+/// dropped.
 #[derive(Clone)]
 pub struct Peer {
     inner: Arc<PeerInner>,

@@ -9,6 +9,7 @@
 //!
 //! Shutdown: the accept loop stops, streams that arrive afterwards are refused with
 //! `ShuttingDown`, and [`InFlight`] lets the transport wait (bounded) for the running exchanges.
+#![deny(clippy::indexing_slicing)]
 
 use std::net::SocketAddr;
 use std::pin::pin;

@@ -6,7 +6,9 @@
 //! things built with the transport's client side, such as a Raft handle); `shutdown` stops
 //! accepting, waits (bounded) for running exchanges, then closes every connection.
 //!
-//! The UDP socket is released once the transport and every [`Peer`] taken from it are dropped.
+//! The UDP socket is released once the transport and every [`Peer`] taken from it are dropped;
+//! dropping the last handle without `shutdown` closes everything at once, with no grace period.
+#![deny(clippy::indexing_slicing)]
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -204,6 +206,19 @@ impl Transport {
         }
         lock(&self.inner.peers).clear();
         tracing::debug!(local_addr = %self.inner.local_addr, "transport shut down");
+    }
+}
+
+impl Drop for TransportInner {
+    /// Dropping the last handle without [`Transport::shutdown`] stops at once: no grace period,
+    /// connections closed, the accept loop ended (so the socket is released once the [`Peer`]s
+    /// taken from this transport are gone too).
+    fn drop(&mut self) {
+        self.shutdown.send_replace(true);
+        self.endpoint.close(code::SHUTDOWN, b"dropped");
+        if let Some(accept_loop) = lock(&self.accept_loop).take() {
+            accept_loop.abort();
+        }
     }
 }
 
