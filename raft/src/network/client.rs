@@ -139,6 +139,9 @@ impl Peer {
     /// One unary RPC: sends `payload` as a request of application `kind` (0..=0x7F) on a new
     /// stream and returns the response, all within `deadline` (connecting included).
     ///
+    /// Cancel-safe: dropping the future abandons the stream (the receiver sees a truncated
+    /// request or a caller gone away, and drops its handler); the connection stays.
+    ///
     /// # Errors
     /// [`RpcError::Invalid`] for a reserved kind and [`RpcError::TooLarge`] for a payload above
     /// `message_bytes_max` (nothing sent); [`RpcError::Unreachable`] / [`RpcError::Tls`] when no
@@ -204,6 +207,10 @@ impl Peer {
     /// `options.idle_timeout`, and the response must come within `options.response_timeout` of
     /// the last chunk. The receiver may answer early (refusing the transfer); the transfer then
     /// stops and that answer is returned.
+    ///
+    /// Cancel-safe: dropping the future ends the transfer without its `END` envelope, which the
+    /// receiver reports as [`ChunkError::Truncated`](super::ChunkError::Truncated) (or its
+    /// handler is dropped), never as a complete transfer.
     ///
     /// # Errors
     /// As [`Peer::call`], plus [`RpcError::Stalled`] for a transfer that made no progress and

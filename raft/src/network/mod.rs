@@ -15,6 +15,20 @@
 //! - [`wire`]: the envelope on every stream (version, kind, length, payload) with its size cap.
 //! - [`tls`]: certificates and keys to rustls configurations; [`crate::certs`] makes them.
 //!
+//! Using it from an openraft network (`RaftNetworkV2`), as a sketch:
+//! - one [`Transport`] per node; `Transport::peer(addr, &certs::node_server_name(target))` in the
+//!   network factory (the peer is cached, so asking again is cheap);
+//! - `vote` / `append_entries`: encode the request, `peer.call(KIND, bytes, option.soft_ttl())`,
+//!   decode the response; `full_snapshot`: `peer.send_stream(KIND, meta, reader, &options)` raced
+//!   against openraft's cancel future (dropping the call is safe: the receiver never mistakes a
+//!   cut transfer for a complete one, because a whole one ends with an `END` envelope);
+//! - errors: [`RpcError::Unreachable`] and [`RpcError::Tls`] → openraft `Unreachable` (it backs
+//!   off), [`RpcError::Timeout`] → `Timeout`, the rest → `Network`; Raft-level errors are best
+//!   encoded inside the `Ok` payload, leaving handler `Err(String)` for failures to decode;
+//! - the receiving side: a [`Handler`] whose `call` decodes by kind and calls the `Raft` handle,
+//!   whose `stream` reads the snapshot from its [`ChunkStream`]; `transport.serve(handler)` once
+//!   the `Raft` exists.
+//!
 //! ```no_run
 //! use std::time::Duration;
 //! use tasklog_raft::certs::node_server_name;
