@@ -40,14 +40,14 @@ enum Command {
     /// for each node, for the mutual-TLS transport between nodes. Keys are written 0600; existing
     /// files are never overwritten without --force (which also makes a new CA).
     Certs {
-        /// Directory for ca.pem, ca.key, node-<id>.pem and node-<id>.key (created if missing).
+        /// Directory for ca.pem, ca.key, node-N.pem and node-N.key (created if missing).
         #[arg(long)]
         dir: PathBuf,
         /// Node ids, comma-separated (e.g. 1,2,3).
         #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
         nodes: Vec<u64>,
         /// Extra DNS name or IP address for every node certificate (repeatable); localhost,
-        /// 127.0.0.1, ::1 and tasklog-node-<id> are always included.
+        /// 127.0.0.1, ::1 and tasklog-node-N are always included.
         #[arg(long = "san", value_name = "NAME")]
         sans: Vec<String>,
         /// Replace existing files, including the CA.
