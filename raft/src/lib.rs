@@ -8,10 +8,21 @@
 //!   in a small meta file replaced atomically.
 //! - [`state_machine`]: the engine's task state; commands are decided at apply, the same way on
 //!   every node; snapshots are the log prefix plus the table ([`snapshot`]).
+//! - [`node`]: one node assembled: write through the leader, read index, wait for a position.
+//! - [`network`]: the RPC transport the Raft layer sits on: QUIC (quinn) with mutual TLS (rustls,
+//!   ring) against the cluster CA, one connection per peer, one stream per RPC, deadlines, size
+//!   caps, and streamed transfers with a no-progress timeout. It knows neither openraft nor the
+//!   engine.
+//! - [`certs`]: the cluster CA and node certificates (`tasklog certs`).
+//! - `sim` (feature `testing`): an in-process network with cuts, drops and delays from a seed.
 //!
 //! openraft is pinned to an exact (alpha) version and its types stay behind this crate.
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(not(test), deny(clippy::panic))]
 
+pub mod certs;
 pub mod log_store;
+pub mod network;
 pub mod node;
 #[cfg(feature = "testing")]
 pub mod sim;

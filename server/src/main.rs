@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use tasklog_raft::certs;
 use tasklog_server::demo::{self, DemoArgs};
 use tasklog_server::inspect;
 
@@ -34,6 +35,24 @@ enum Command {
         /// Payload bytes per event.
         #[arg(long, default_value_t = 300)]
         payload_bytes: usize,
+    },
+    /// Create the cluster CA (or reuse the one already in DIR) and a certificate and private key
+    /// for each node, for the mutual-TLS transport between nodes. Keys are written 0600; existing
+    /// files are never overwritten without --force (which also makes a new CA).
+    Certs {
+        /// Directory for ca.pem, ca.key, node-N.pem and node-N.key (created if missing).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Node ids, comma-separated (e.g. 1,2,3).
+        #[arg(long, value_delimiter = ',', required = true, num_args = 1..)]
+        nodes: Vec<u64>,
+        /// Extra DNS name or IP address for every node certificate (repeatable); localhost,
+        /// 127.0.0.1, ::1 and tasklog-node-N are always included.
+        #[arg(long = "san", value_name = "NAME")]
+        sans: Vec<String>,
+        /// Replace existing files, including the CA.
+        #[arg(long)]
+        force: bool,
     },
     /// Show what a data directory holds: segments, positions, tasks by state, recovery.
     Inspect {
@@ -73,6 +92,27 @@ fn main() -> anyhow::Result<()> {
             };
             let report = demo::run(&args)?;
             print!("{}", demo::render(&args, &report));
+        }
+        Command::Certs {
+            dir,
+            nodes,
+            sans,
+            force,
+        } => {
+            let options = certs::CertsOptions {
+                nodes,
+                extra_sans: sans,
+                force,
+            };
+            let report = certs::create(&dir, &options)?;
+            if report.ca_created {
+                println!("new cluster CA in {}", dir.display());
+            } else {
+                println!("reused the cluster CA in {}", dir.display());
+            }
+            for path in &report.written {
+                println!("wrote {}", path.display());
+            }
         }
         Command::Inspect { dir } => print!("{}", inspect::inspect(&dir)?),
         Command::Verify { dir, quiet } => print!("{}", inspect::verify(&dir, !quiet)?),

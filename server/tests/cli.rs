@@ -1,5 +1,6 @@
 //! The `tasklog` binary end to end: `demo` writes a log, `inspect` describes it, `verify` accepts
-//! it, and after one flipped byte `verify` fails with the file and offset, with a non-zero exit.
+//! it, and after one flipped byte `verify` fails with the file and offset, with a non-zero exit;
+//! `certs` writes a CA and node certificates with private keys and never overwrites silently.
 
 use std::process::Command;
 
@@ -50,4 +51,80 @@ fn demo_inspect_verify_and_a_flipped_byte() {
         dir.path().join("nothing").to_str().unwrap(),
     ]);
     assert!(!ok, "{text}");
+}
+
+#[test]
+fn certs_writes_a_ca_and_node_files_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let certs = dir.path().join("certs");
+    let certs_arg = certs.to_str().unwrap();
+    let (ok, text) = tasklog(&[
+        "certs",
+        "--dir",
+        certs_arg,
+        "--nodes",
+        "1,2,3",
+        "--san",
+        "db.example.test",
+        "--san",
+        "10.0.0.7",
+    ]);
+    assert!(ok, "{text}");
+    assert!(text.contains("new cluster CA"), "{text}");
+    for name in [
+        "ca.pem",
+        "ca.key",
+        "node-1.pem",
+        "node-1.key",
+        "node-2.pem",
+        "node-2.key",
+        "node-3.pem",
+        "node-3.key",
+    ] {
+        assert!(certs.join(name).is_file(), "{name} missing: {text}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for name in ["ca.key", "node-1.key", "node-2.key", "node-3.key"] {
+            let mode = std::fs::metadata(certs.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{name}");
+        }
+    }
+    // The files load as TLS material for the transport.
+    tasklog_raft::network::TlsMaterial::load_node(&certs, 2).unwrap();
+
+    let key_before = std::fs::read(certs.join("node-1.key")).unwrap();
+    let (ok, text) = tasklog(&["certs", "--dir", certs_arg, "--nodes", "1"]);
+    assert!(!ok, "a second run must fail: {text}");
+    assert!(text.contains("refusing to overwrite"), "{text}");
+    assert!(
+        text.contains("node-1.pem") && text.contains("--force"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read(certs.join("node-1.key")).unwrap(), key_before);
+
+    // A new node is signed by the existing CA; --force replaces everything.
+    let ca_before = std::fs::read(certs.join("ca.pem")).unwrap();
+    let (ok, text) = tasklog(&["certs", "--dir", certs_arg, "--nodes", "4"]);
+    assert!(ok && text.contains("reused the cluster CA"), "{text}");
+    assert_eq!(std::fs::read(certs.join("ca.pem")).unwrap(), ca_before);
+    let (ok, text) = tasklog(&["certs", "--dir", certs_arg, "--nodes", "1", "--force"]);
+    assert!(ok, "{text}");
+    assert_ne!(std::fs::read(certs.join("ca.pem")).unwrap(), ca_before);
+    assert_ne!(std::fs::read(certs.join("node-1.key")).unwrap(), key_before);
+
+    let (ok, text) = tasklog(&[
+        "certs",
+        "--dir",
+        certs_arg,
+        "--nodes",
+        "5",
+        "--san",
+        "bad name!",
+    ]);
+    assert!(!ok && text.contains("bad name!"), "{text}");
 }
