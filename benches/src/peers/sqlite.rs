@@ -13,8 +13,11 @@
 //! then the event's `INSERT`. A tail reads `events WHERE seq > ?`; SQLite holds one writer at a
 //! time, so sequence order is commit order and a tail never skips a late commit.
 //!
-//! Connections come from a small pool, one per concurrent caller, as an r2d2-style pool would give
-//! them; a writer waiting for the write lock sleeps in SQLite's busy handler (timeout 30 s).
+//! Writes go through one connection behind a mutex, reads through a pool of connections (one per
+//! concurrent reader), the usual shape for SQLite, which admits one writer at a time anyway. With
+//! a pooled connection per writer instead, a writer waiting for the write lock sleeps in SQLite's
+//! busy handler (its back-off sleeps last up to 100 ms): 16 writers measured 73-95 writes/s with a
+//! p99 above 1 s, against about 280/s for one writer in the same run.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
@@ -48,13 +51,20 @@ CREATE TABLE IF NOT EXISTS events (
 );
 ";
 
+/// The version of the SQLite library rusqlite was built with (the bundled one).
+pub fn library_version() -> &'static str {
+    rusqlite::version()
+}
+
 /// How long a connection waits for another's write lock before `SQLITE_BUSY`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A task store in one SQLite database file (plus its `-wal` and `-shm`).
 pub struct SqliteStore {
     path: PathBuf,
-    /// Connections not in use; a caller takes one (or opens one) and puts it back.
+    /// The one connection that writes.
+    writer: Mutex<Connection>,
+    /// Read connections not in use; a reader takes one (or opens one) and puts it back.
     idle: Mutex<Vec<Connection>>,
     clock: Clock,
 }
@@ -66,32 +76,18 @@ impl SqliteStore {
     /// SQLite's error opening or setting up the file.
     pub fn open(dir: &Path) -> Result<Self> {
         let path = dir.join("tasks.sqlite3");
-        let store = SqliteStore {
-            path,
-            idle: Mutex::new(Vec::new()),
-            clock: Clock::default(),
-        };
-        let conn = store.connect()?;
-        let mode: String = conn
+        let writer = connect(&path)?;
+        let mode: String = writer
             .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
             .context("set journal_mode = WAL")?;
         anyhow::ensure!(mode == "wal", "SQLite refused WAL mode (got {mode:?})");
-        conn.execute_batch(SCHEMA).context("create the schema")?;
-        store.checkin(conn);
-        Ok(store)
-    }
-
-    /// A new connection with the per-connection settings: `synchronous=FULL` and the busy timeout.
-    fn connect(&self) -> Result<Connection> {
-        let conn = Connection::open(&self.path)
-            .with_context(|| format!("open {}", self.path.display()))?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .context("set synchronous = FULL")?;
-        let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
-        // 2 = FULL (https://sqlite.org/pragma.html#pragma_synchronous).
-        anyhow::ensure!(synchronous == 2, "SQLite kept synchronous = {synchronous}");
-        Ok(conn)
+        writer.execute_batch(SCHEMA).context("create the schema")?;
+        Ok(SqliteStore {
+            path,
+            writer: Mutex::new(writer),
+            idle: Mutex::new(Vec::new()),
+            clock: Clock::default(),
+        })
     }
 
     fn checkin(&self, conn: Connection) {
@@ -101,7 +97,7 @@ impl SqliteStore {
             .push(conn);
     }
 
-    /// Runs `f` on a pooled connection (a new one when all are in use).
+    /// Runs `f` on a pooled read connection (a new one when all are in use).
     fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> Result<T>) -> Result<T> {
         let pooled = self
             .idle
@@ -110,27 +106,40 @@ impl SqliteStore {
             .pop();
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => self.connect()?,
+            None => connect(&self.path)?,
         };
         let result = f(&mut conn);
         self.checkin(conn);
         result
     }
 
-    /// A write transaction: takes the write lock at `BEGIN`, so it never fails to upgrade later.
+    /// A write transaction on the writer connection. `BEGIN IMMEDIATE` takes SQLite's write lock
+    /// at once, so the transaction never fails to upgrade from a read later.
     fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<WriteResult<T>>) -> Result<T> {
-        self.with_conn(|conn| {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            match f(&tx)? {
-                WriteResult::Commit(value) => {
-                    tx.commit().context("commit")?;
-                    Ok(value)
-                }
-                // Dropping the transaction rolls it back.
-                WriteResult::Rollback(value) => Ok(value),
+        let mut conn = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        match f(&tx)? {
+            WriteResult::Commit(value) => {
+                tx.commit().context("commit")?;
+                Ok(value)
             }
-        })
+            // Dropping the transaction rolls it back.
+            WriteResult::Rollback(value) => Ok(value),
+        }
     }
+}
+
+/// A new connection to `path` with the per-connection settings: `synchronous=FULL` and the busy
+/// timeout (a reader may meet a checkpoint's lock).
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).with_context(|| format!("open {}", path.display()))?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .context("set synchronous = FULL")?;
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+    // 2 = FULL (https://sqlite.org/pragma.html#pragma_synchronous).
+    anyhow::ensure!(synchronous == 2, "SQLite kept synchronous = {synchronous}");
+    Ok(conn)
 }
 
 /// Whether a write transaction commits.
@@ -321,8 +330,10 @@ impl Store for SqliteStore {
     }
 
     fn close(self: Box<Self>) -> Result<()> {
-        let connections =
-            std::mem::take(&mut *self.idle.lock().unwrap_or_else(PoisonError::into_inner));
+        let SqliteStore { writer, idle, .. } = *self;
+        let mut connections = idle.into_inner().unwrap_or_else(PoisonError::into_inner);
+        // The writer last: closing the last connection checkpoints the WAL into the database.
+        connections.push(writer.into_inner().unwrap_or_else(PoisonError::into_inner));
         for conn in connections {
             conn.close().map_err(|(_, error)| error).context("close")?;
         }
