@@ -3,12 +3,15 @@
 //!
 //! This library holds what the bench targets share: the 300-byte payload of DESIGN.md §6, a tiny
 //! deterministic generator for random positions, and the raw `pwrite + fdatasync` baseline that the
-//! engine's durable append is compared against (E1).
+//! engine's durable append is compared against (E1). [`peers`] holds the embedded comparison:
+//! the same task-store workload on tasklog, SQLite, redb and fjall (`benches/benches/peers.rs`).
 
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
+
+pub mod peers;
 
 /// Size of every benchmark payload (DESIGN.md §6: 300-byte events).
 pub const PAYLOAD_BYTES: usize = 300;
