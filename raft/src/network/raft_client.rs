@@ -45,8 +45,8 @@ use super::client::Peer;
 use super::error::RpcError;
 use super::options::{CHUNK_BYTES_DEFAULT, StreamOptions};
 use super::raft_wire::{
-    self, KIND_APPEND_ENTRIES, KIND_FULL_SNAPSHOT, KIND_PRE_VOTE, KIND_TRANSFER_LEADER, KIND_VOTE,
-    Reply, SnapshotHeader,
+    self, CodecError, KIND_APPEND_ENTRIES, KIND_FULL_SNAPSHOT, KIND_PRE_VOTE, KIND_TRANSFER_LEADER,
+    KIND_VOTE, Reply, SnapshotHeader,
 };
 use super::transport::Transport;
 use super::wire::Refusal;
@@ -276,17 +276,45 @@ impl RaftNetworkV2<TypeConfig> for QuicNetwork {
 
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        self.call(
-            KIND_APPEND_ENTRIES,
-            RPCTypes::AppendEntries,
-            &rpc,
-            &option,
-            "append entries",
-        )
-        .await
+        let peer = self.peer()?;
+        let what = "append entries";
+        // A batch over the message cap is cut in halves until its first part fits (at most
+        // 64 halvings of a `usize` count), sent, and reported as the partial success openraft
+        // allows; openraft then sends the rest. A single entry over the cap cannot be sent.
+        let mut partial = false;
+        let mut bytes = None;
+        for _ in 0..=usize::BITS {
+            match raft_wire::encode(&rpc, self.message_bytes_max, what) {
+                Ok(encoded) => {
+                    bytes = Some(encoded);
+                    break;
+                }
+                Err(CodecError::TooLarge { .. }) if rpc.entries.len() > 1 => {
+                    let keep = rpc.entries.len() / 2;
+                    rpc.entries.truncate(keep);
+                    partial = true;
+                }
+                Err(error) => return Err(RPCError::Network(NetworkError::new(&error))),
+            }
+        }
+        let bytes = bytes.ok_or_else(|| {
+            RPCError::Network(NetworkError::from_string("append entries: no batch fits"))
+        })?;
+        let deadline = option.soft_ttl();
+        let answer = peer
+            .call(KIND_APPEND_ENTRIES, bytes, deadline)
+            .await
+            .map_err(|e| self.rpc_error(RPCTypes::AppendEntries, &e))?;
+        let response = self.reply(&answer, what)?;
+        Ok(match response {
+            AppendEntriesResponse::Success if partial => {
+                AppendEntriesResponse::PartialSuccess(rpc.entries.last().map(|entry| entry.log_id))
+            }
+            other => other,
+        })
     }
 
     async fn vote(
@@ -335,5 +363,163 @@ impl RaftNetworkV2<TypeConfig> for QuicNetwork {
             result = self.send_snapshot(vote, snapshot, &option) => result,
             closed = cancel => Err(StreamingError::Closed(closed)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::impls::BasicNode;
+
+    use super::*;
+    use crate::certs::ClusterCa;
+    use crate::network::{TlsMaterial, TransportOptions};
+    use crate::types::LogId;
+
+    fn transport() -> Transport {
+        let ca = ClusterCa::generate().unwrap();
+        let node = ca.issue_node(1, &[]).unwrap();
+        let tls = TlsMaterial::from_pem(ca.cert_pem(), &node.cert_pem, &node.key_pem).unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        Transport::bind(addr, &tls, TransportOptions::default()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_bad_address_gives_a_client_whose_calls_are_unreachable() {
+        let mut factory = QuicNetworkFactory::new(1, transport());
+        let option = RPCOption::new(Duration::from_secs(1));
+        for addr in ["", "node-2", "127.0.0.1", "127.0.0.1:port", "[::1]"] {
+            let mut client = factory.new_client(2, &BasicNode::new(addr)).await;
+            assert_eq!(client.target(), 2);
+            let request = VoteRequest::new(Vote::new(1, 1), None);
+            let error = client.vote(request, option.clone()).await.unwrap_err();
+            assert!(matches!(error, RPCError::Unreachable(_)), "{addr}: {error}");
+            let request = AppendEntriesRequest {
+                vote: Vote::new_committed(1, 1),
+                prev_log_id: None,
+                entries: Vec::new(),
+                leader_commit: None,
+            };
+            let error = client
+                .append_entries(request, option.clone())
+                .await
+                .unwrap_err();
+            assert!(matches!(error, RPCError::Unreachable(_)), "{addr}: {error}");
+            let snapshot = Snapshot {
+                meta: Default::default(),
+                snapshot: SnapshotFile {
+                    path: "/nonexistent".into(),
+                },
+            };
+            let error = client
+                .full_snapshot(
+                    Vote::new_committed(1, 1),
+                    snapshot,
+                    std::future::pending(),
+                    option.clone(),
+                )
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(error, StreamingError::Unreachable(_)),
+                "{addr}: {error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn transport_errors_map_to_openraft_errors_by_the_table() {
+        let client = QuicNetworkFactory::new(1, transport()).client(2, "bad");
+        let peer = SocketAddr::from(([127, 0, 0, 1], 7002));
+        let reason = String::new;
+        let unreachable = [
+            RpcError::Unreachable {
+                peer,
+                reason: reason(),
+            },
+            RpcError::Tls {
+                peer,
+                reason: reason(),
+            },
+            RpcError::Shutdown,
+            RpcError::Refused {
+                peer,
+                refusal: Refusal::ShuttingDown,
+                message: reason(),
+            },
+        ];
+        for error in &unreachable {
+            let mapped = client.rpc_error(RPCTypes::Vote, error);
+            assert!(matches!(mapped, RPCError::Unreachable(_)), "{error}");
+        }
+        let after = Duration::from_millis(75);
+        for error in [
+            RpcError::Timeout { peer, after },
+            RpcError::Stalled { peer, idle: after },
+        ] {
+            let mapped = client.rpc_error(RPCTypes::AppendEntries, &error);
+            assert!(
+                matches!(
+                    &mapped,
+                    RPCError::Timeout(Timeout { action: RPCTypes::AppendEntries, id: 1, target: 2, timeout })
+                        if *timeout == after
+                ),
+                "{error} -> {mapped}"
+            );
+        }
+        let network = [
+            RpcError::ConnectionLost {
+                peer,
+                reason: reason(),
+            },
+            RpcError::Remote {
+                peer,
+                message: reason(),
+            },
+            RpcError::Refused {
+                peer,
+                refusal: Refusal::Malformed,
+                message: reason(),
+            },
+            RpcError::TooLarge { len: 2, max: 1 },
+        ];
+        for error in &network {
+            let mapped = client.rpc_error(RPCTypes::Vote, error);
+            assert!(matches!(mapped, RPCError::Network(_)), "{error}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_remote_raft_error_is_a_network_error_and_garbage_too() {
+        let client = QuicNetworkFactory::new(1, transport()).client(2, "bad");
+        let what = "vote";
+        let failed = raft_wire::encode(
+            &Reply::<VoteResponse<TypeConfig>>::RaftError("stopped".into()),
+            u32::MAX,
+            what,
+        )
+        .unwrap();
+        let error = client
+            .reply::<VoteResponse<TypeConfig>>(&failed, what)
+            .unwrap_err();
+        assert!(
+            matches!(&error, RPCError::Network(_)) && error.to_string().contains("stopped"),
+            "{error}"
+        );
+        let error = client
+            .reply::<VoteResponse<TypeConfig>>(&[raft_wire::FORMAT_VERSION, 9], what)
+            .unwrap_err();
+        assert!(matches!(error, RPCError::Network(_)), "{error}");
+        let ok = raft_wire::encode(
+            &Reply::Ok(VoteResponse::<TypeConfig>::new(
+                Vote::new(2, 2),
+                Some(LogId::new_term_index(1, 3)),
+                true,
+            )),
+            u32::MAX,
+            what,
+        )
+        .unwrap();
+        let response = client.reply::<VoteResponse<TypeConfig>>(&ok, what).unwrap();
+        assert!(response.vote_granted);
     }
 }
