@@ -1,6 +1,6 @@
 //! The sending side of openraft's network over the QUIC transport: [`QuicNetworkFactory`] gives
 //! openraft one [`QuicNetwork`] per target node, which encodes each RPC
-//! ([`raft_wire`](super::raft_wire)), sends it on its own stream of the target's cached
+//! ([`raft_wire`]), sends it on its own stream of the target's cached
 //! connection, and maps the transport's errors to openraft's.
 //!
 //! Deadlines: unary RPCs (appends and heartbeats, votes, pre-votes, leader transfer) use

@@ -1,5 +1,5 @@
 //! The receiving side of openraft's network: [`RaftHandler`], the transport [`Handler`] that
-//! decodes each Raft RPC ([`raft_wire`](super::raft_wire)), calls the node's `Raft` handle and
+//! decodes each Raft RPC ([`raft_wire`]), calls the node's `Raft` handle and
 //! encodes its answer.
 //!
 //! A streamed snapshot is written chunk by chunk into a temporary file in the snapshot
