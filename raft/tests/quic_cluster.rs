@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -24,10 +24,12 @@ use openraft::network::v2::RaftNetworkV2;
 use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest};
 use tasklog_engine::{NewTask, Position, Write};
 use tasklog_raft::certs::{self, CertsOptions, node_server_name};
-use tasklog_raft::network::raft_wire::{self, KIND_FULL_SNAPSHOT, KIND_VOTE, SnapshotHeader};
+use tasklog_raft::network::raft_wire::{
+    self, KIND_FULL_SNAPSHOT, KIND_TRANSFER_LEADER, KIND_VOTE, SnapshotHeader,
+};
 use tasklog_raft::network::{
-    QuicNetworkFactory, RaftHandler, RpcError, StreamOptions, TlsMaterial, Transport,
-    TransportOptions,
+    BoxFuture, ChunkStream, Handler, HandlerResult, QuicNetworkFactory, RaftHandler, RpcError,
+    StreamOptions, TlsMaterial, Transport, TransportOptions,
 };
 use tasklog_raft::types::{Command, Entry, LogId, Vote};
 use tasklog_raft::{Node, NodeError, NodeId, Timing};
@@ -100,6 +102,43 @@ async fn bind(addr: SocketAddr, tls: &TlsMaterial) -> Transport {
 struct Member {
     node: Node,
     transport: Transport,
+    answered: Answered,
+}
+
+/// Requests a node's handler answered (with a reply, not an error), by kind.
+type Answered = Arc<Mutex<BTreeMap<u8, usize>>>;
+
+fn answered(answered: &Answered, kind: u8) -> usize {
+    answered.lock().unwrap().get(&kind).copied().unwrap_or(0)
+}
+
+/// A node's [`RaftHandler`], counting what it answers.
+struct Counting<H> {
+    inner: H,
+    answered: Answered,
+}
+
+impl<H: Handler> Counting<H> {
+    fn count(&self, kind: u8, work: BoxFuture<HandlerResult>) -> BoxFuture<HandlerResult> {
+        let answered = self.answered.clone();
+        Box::pin(async move {
+            let result = work.await;
+            if result.is_ok() {
+                *answered.lock().unwrap().entry(kind).or_default() += 1;
+            }
+            result
+        })
+    }
+}
+
+impl<H: Handler> Handler for Counting<H> {
+    fn call(&self, kind: u8, payload: Vec<u8>) -> BoxFuture<HandlerResult> {
+        self.count(kind, self.inner.call(kind, payload))
+    }
+
+    fn stream(&self, kind: u8, header: Vec<u8>, chunks: ChunkStream) -> BoxFuture<HandlerResult> {
+        self.count(kind, self.inner.stream(kind, header, chunks))
+    }
 }
 
 /// Nodes sharing one cluster CA, each with its own directory and QUIC endpoint.
@@ -159,8 +198,15 @@ impl Cluster {
         let addr = self.addrs.get(&id).copied().unwrap_or_else(localhost);
         let transport = bind(addr, &tls).await;
         self.addrs.insert(id, transport.local_addr());
-        let node = open(id, &self.dir(id), &transport).await;
-        self.members.insert(id, Member { node, transport });
+        let (node, answered) = open(id, &self.dir(id), &transport).await;
+        self.members.insert(
+            id,
+            Member {
+                node,
+                transport,
+                answered,
+            },
+        );
     }
 
     /// Stops node `id` in order: Raft (and the engine's flush), then its endpoint.
@@ -239,7 +285,7 @@ impl Cluster {
 
 /// Opens a node on `dir` with the QUIC network, then serves its Raft on `transport`. A restart
 /// waits (bounded) for the previous incarnation to release the directory.
-async fn open(id: NodeId, dir: &Path, transport: &Transport) -> Node {
+async fn open(id: NodeId, dir: &Path, transport: &Transport) -> (Node, Answered) {
     let start = Instant::now();
     let node = loop {
         let network = QuicNetworkFactory::new(id, transport.clone());
@@ -253,9 +299,13 @@ async fn open(id: NodeId, dir: &Path, transport: &Transport) -> Node {
             Err(error) => panic!("open node {id}: {error}"),
         }
     };
-    let handler = RaftHandler::new(node.raft().clone(), dir.join("snapshots"));
+    let answered = Answered::default();
+    let handler = Counting {
+        inner: RaftHandler::new(node.raft().clone(), dir.join("snapshots")),
+        answered: answered.clone(),
+    };
     transport.serve(Arc::new(handler)).unwrap();
-    node
+    (node, answered)
 }
 
 /// (term, kind, payload) of every record from `first` to `last` on `node`.
@@ -290,7 +340,8 @@ fn parts(dir: &Path) -> Vec<PathBuf> {
 /// Goal: the QUIC network carries a three-node cluster through the life of a deployment.
 /// Method: write through the leader and check every node applied it; stop the leader and keep
 /// writing through the new one; restart the old leader on its directory and address and check
-/// that all three logs end up identical, record for record (term, kind, payload).
+/// that all three logs end up identical, record for record (term, kind, payload); then hand
+/// leadership to it with openraft's transfer-leader RPC.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_replicate_fail_over_and_converge_over_quic() {
     let mut cluster = Cluster::start(&[1, 2, 3], &[]).await;
@@ -334,6 +385,25 @@ async fn three_nodes_replicate_fail_over_and_converge_over_quic() {
             "node {id}'s log differs from node {new_leader}'s"
         );
     }
+
+    // Leadership handed over through the transfer-leader RPC, to the restarted node.
+    let leader = cluster.leader().await;
+    cluster
+        .node(leader)
+        .raft()
+        .trigger()
+        .transfer_leader(old_leader)
+        .await
+        .unwrap();
+    eventually("the restarted node to lead after the transfer", || {
+        let metrics = cluster.node(old_leader).metrics();
+        (metrics.state == ServerState::Leader).then_some(())
+    })
+    .await;
+    assert!(answered(&cluster.members[&old_leader].answered, KIND_TRANSFER_LEADER) >= 1);
+    last = cluster.create("after-transfer").await;
+    tasks.push("after-transfer".to_owned());
+    cluster.all_hold(last, &tasks).await;
     for id in [1, 2, 3] {
         cluster.stop(id).await;
     }
@@ -382,6 +452,12 @@ async fn a_purged_leader_sends_its_snapshot_to_a_new_learner_over_quic() {
     .unwrap();
     let learner = cluster.node(2).clone();
     learner.wait_applied(last, TIMEOUT).await.unwrap();
+    // Counted once the handler has answered, which may be just after openraft's metrics.
+    let learner_answered = cluster.members[&2].answered.clone();
+    eventually("the learner's handler to answer the snapshot", || {
+        (answered(&learner_answered, KIND_FULL_SNAPSHOT) >= 1).then_some(())
+    })
+    .await;
     assert_eq!(learner.metrics().snapshot, Some(applied));
     for task in &tasks {
         assert!(
@@ -639,7 +715,7 @@ async fn a_node_from_another_ca_cannot_join() {
     let intruder_transport = bind(localhost(), &tls).await;
     let intruder_addr = intruder_transport.local_addr();
     let intruder_dir = cluster.root.path().join("node-4");
-    let intruder = open(4, &intruder_dir, &intruder_transport).await;
+    let (intruder, intruder_answered) = open(4, &intruder_dir, &intruder_transport).await;
     let mut members = cluster.members();
     members.insert(4, intruder_addr.to_string());
     intruder.initialize(members).await.unwrap();
@@ -699,6 +775,8 @@ async fn a_node_from_another_ca_cannot_join() {
             .is_none_or(|id| id.index == 0)
     );
 
+    // Nothing from the cluster got through to the intruder's handler.
+    assert_eq!(*intruder_answered.lock().unwrap(), BTreeMap::new());
     intruder.shutdown().await.unwrap();
     intruder_transport
         .shutdown(Duration::from_millis(500))
