@@ -11,8 +11,10 @@
 //! - [`node`]: one node assembled: write through the leader, read index, wait for a position.
 //! - [`network`]: the RPC transport the Raft layer sits on: QUIC (quinn) with mutual TLS (rustls,
 //!   ring) against the cluster CA, one connection per peer, one stream per RPC, deadlines, size
-//!   caps, and streamed transfers with a no-progress timeout. It knows neither openraft nor the
-//!   engine.
+//!   caps, and streamed transfers with a no-progress timeout; it knows neither openraft nor the
+//!   engine. On top of it, openraft's network: [`network::QuicNetworkFactory`] (the sending
+//!   side), [`network::RaftHandler`] (the receiving side) and [`network::raft_wire`] (the Raft
+//!   RPCs' kinds and encoding); they know openraft's messages, never the engine.
 //! - [`certs`]: the cluster CA and node certificates (`tasklog certs`).
 //! - `sim` (feature `testing`): an in-process network with cuts, drops and delays from a seed.
 //!

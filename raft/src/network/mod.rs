@@ -1,11 +1,12 @@
 //! The RPC transport under the Raft layer: QUIC (quinn) with mutual TLS (rustls, ring) against
-//! the cluster CA, one connection per peer, one bidirectional stream per RPC.
+//! the cluster CA, one connection per peer, one bidirectional stream per RPC; and openraft's
+//! network on top of it.
 //!
-//! It knows nothing of openraft or of the engine: a request is an application `kind` byte
-//! (0..=0x7F) and opaque bytes, answered with bytes or an error message. The openraft network
-//! (`RaftNetworkV2`) encodes its messages into payloads, calls [`Peer::call`] with the deadline
-//! from openraft's RPC option (votes, appends) or [`Peer::send_stream`] for snapshots, and on the
-//! receiving side implements [`Handler`] over its `Raft` handle.
+//! The transport modules know nothing of openraft or of the engine: a request is an application
+//! `kind` byte (0..=0x7F) and opaque bytes, answered with bytes or an error message. The openraft
+//! network (`RaftNetworkV2`) encodes its messages into payloads, calls [`Peer::call`] with the
+//! deadline from openraft's RPC option (votes, appends) or [`Peer::send_stream`] for snapshots,
+//! and on the receiving side implements [`Handler`] over its `Raft` handle.
 //!
 //! - [`Transport`]: the node's endpoint (`bind`, `peer`, `serve`, `shutdown`).
 //! - [`Peer`]: calls to one remote node over a cached connection, reconnecting with capped
@@ -14,6 +15,17 @@
 //!   streamed request, each read bounded by a no-progress timeout.
 //! - [`wire`]: the envelope on every stream (version, kind, length, payload) with its size cap.
 //! - [`tls`]: certificates and keys to rustls configurations; [`crate::certs`] makes them.
+//!
+//! openraft's network over the transport (knows openraft's messages and snapshot file paths,
+//! never the engine):
+//! - [`raft_wire`]: the application kinds of the Raft RPCs and their encoding (postcard behind a
+//!   version byte), with the [`Reply`](raft_wire::Reply) envelope that carries a remote Raft
+//!   error apart from a transport error.
+//! - [`QuicNetworkFactory`] / [`QuicNetwork`]: openraft's `RaftNetworkFactory` and
+//!   `RaftNetworkV2`: deadlines from openraft's `soft_ttl`, snapshots streamed from their file
+//!   with a no-progress timeout and openraft's cancel, the transport's errors mapped to
+//!   openraft's.
+//! - [`RaftHandler`]: the [`Handler`] over a `Raft` handle; received snapshots go to a file.
 //!
 //! Using it from an openraft network (`RaftNetworkV2`), as a sketch:
 //! - one [`Transport`] per node; `Transport::peer(addr, &certs::node_server_name(target))` in the
@@ -52,6 +64,9 @@ mod client;
 mod error;
 mod handler;
 mod options;
+mod raft_client;
+mod raft_server;
+pub mod raft_wire;
 mod server;
 mod stream_io;
 pub mod tls;
@@ -66,6 +81,8 @@ pub use options::{
     CHUNK_BYTES_DEFAULT, CHUNK_BYTES_MAX_DEFAULT, MESSAGE_BYTES_MAX_DEFAULT, StreamOptions,
     TransportOptions,
 };
+pub use raft_client::{QuicNetwork, QuicNetworkFactory, RaftNetworkOptions};
+pub use raft_server::{RaftHandler, SNAPSHOT_BYTES_MAX_DEFAULT};
 pub use tls::{ALPN, TlsError, TlsMaterial};
 pub use transport::Transport;
 pub use wire::{Refusal, WireError};
