@@ -4,8 +4,8 @@
 //! For each store, in turn:
 //! 1. [`peers::check`] on a fresh store of its own (insert-if-absent, compare-and-set, `get`,
 //!    `list` paging, `tail` order); a broken promise stops the run with an error (exit 1).
-//! 2. A fresh store gets the read set: `TASKLOG_PEERS_READ_TASKS` tasks (default 2,000) in 20
-//!    contexts, each with 4 events (created, status, artifact, artifact chunk), written by 16
+//! 2. A fresh store gets the read set: `TASKLOG_PEERS_READ_TASKS` tasks (default 1,000) in 10
+//!    contexts (two pages each), each with 4 events (created, status, artifact, artifact chunk), written by 16
 //!    threads (not timed).
 //! 3. Read cells, at every thread count: `get` of random read-set tasks (all 4 events),
 //!    `list` of one context page by page (50 tasks a page), `tail` of every event from position
@@ -37,9 +37,9 @@ const STORES: [&str; 4] = ["tasklog", "sqlite", "redb", "fjall"];
 const SECONDS_DEFAULT: f64 = 2.0;
 const CALLS_MAX_DEFAULT: u64 = 200_000;
 const THREADS_DEFAULT: [usize; 3] = [1, 16, 64];
-const READ_TASKS_DEFAULT: usize = 2_000;
-/// Contexts of the read set (2,000 tasks: 100 per context, two pages).
-const READ_CONTEXTS: usize = 20;
+const READ_TASKS_DEFAULT: usize = 1_000;
+/// Contexts of the read set (1,000 tasks: 100 per context, two pages).
+const READ_CONTEXTS: usize = 10;
 /// Events each read-set task holds (created, status, artifact, artifact chunk).
 const READ_TASK_EVENTS: u64 = 4;
 /// Threads that write the read set.
@@ -656,6 +656,7 @@ fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
 }
 
 fn main() -> Result<()> {
+    let began = Instant::now();
     let config = Config::from_env()?;
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(tmp).with_context(|| format!("create {tmp:?}"))?;
@@ -695,6 +696,10 @@ fn main() -> Result<()> {
         promises.push((name, durability));
     }
     facts.push(("load_average_end", load_average()));
+    facts.push((
+        "run_seconds",
+        format!("{:.0}", began.elapsed().as_secs_f64()),
+    ));
     for (name, durability) in promises {
         let key: &'static str = match name {
             "tasklog" => "ack_tasklog",
