@@ -625,6 +625,60 @@ fn print_table(facts: &[(&str, String)], cells: &[Cell]) {
     );
 }
 
+/// DESIGN.md E2's comparison for one write op and one peer: tasklog at its largest writer count
+/// against the peer at its best writer count.
+struct Headline<'a> {
+    tasklog: &'a Cell,
+    peer: &'a Cell,
+}
+
+impl Headline<'_> {
+    fn ratio(&self) -> f64 {
+        self.tasklog.rate() / self.peer.rate()
+    }
+}
+
+fn headlines(cells: &[Cell]) -> Vec<Headline<'_>> {
+    let mut out = Vec::new();
+    for op in [Op::Create, Op::Status, Op::Artifact] {
+        let of_op = || cells.iter().filter(move |c| c.op == op);
+        let Some(tasklog) = of_op()
+            .filter(|c| c.store == "tasklog")
+            .max_by_key(|c| c.threads)
+        else {
+            continue;
+        };
+        for store in STORES.iter().filter(|s| **s != "tasklog") {
+            let best = of_op()
+                .filter(|c| c.store == *store)
+                .max_by(|a, b| a.rate().total_cmp(&b.rate()));
+            if let Some(peer) = best {
+                out.push(Headline { tasklog, peer });
+            }
+        }
+    }
+    out
+}
+
+fn print_headlines(cells: &[Cell]) {
+    println!(
+        "Durable writes, tasklog at its most writers / each peer at its best writer count \
+         (DESIGN.md E2: >= 250,000/s at 64 writers, about 40x SQLite and 90x redb):"
+    );
+    for h in headlines(cells) {
+        println!(
+            "  {:<15} tasklog {:>8.0}/s ({} threads) = {:>6.1} x {:<7} {:>6.0}/s ({} threads)",
+            h.tasklog.op.name(),
+            h.tasklog.rate(),
+            h.tasklog.threads,
+            h.ratio(),
+            h.peer.store,
+            h.peer.rate(),
+            h.peer.threads
+        );
+    }
+}
+
 fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
     let mut out = json_head(facts);
     let rows: Vec<String> = cells
@@ -651,6 +705,25 @@ fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
         })
         .collect();
     out.push_str(&rows.join(",\n"));
+    out.push_str("\n  ],\n  \"headlines\": [\n");
+    let headlines: Vec<String> = headlines(cells)
+        .iter()
+        .map(|h| {
+            format!(
+                "    {{\"op\": {}, \"tasklog_threads\": {}, \"tasklog_ops_per_sec\": {}, \
+                 \"peer\": {}, \"peer_best_threads\": {}, \"peer_best_ops_per_sec\": {}, \
+                 \"tasklog_over_peer\": {}}}",
+                json_string(h.tasklog.op.name()),
+                h.tasklog.threads,
+                json_number(h.tasklog.rate()),
+                json_string(h.peer.store),
+                h.peer.threads,
+                json_number(h.peer.rate()),
+                json_number(h.ratio()),
+            )
+        })
+        .collect();
+    out.push_str(&headlines.join(",\n"));
     out.push_str("\n  ]\n}\n");
     out
 }
@@ -719,6 +792,7 @@ fn main() -> Result<()> {
         )
     });
     print_table(&facts, &cells);
+    print_headlines(&cells);
 
     let json_path: PathBuf = tmp.parent().unwrap_or(tmp).join("peers.json");
     std::fs::write(&json_path, to_json(&facts, &cells))
