@@ -1,18 +1,22 @@
 //! The embedded comparison (issue 5, item 1): the same task-store workload on tasklog-engine and on
 //! the stores a Rust A2A server would embed instead (SQLite, redb, fjall), in one run, on one disk.
 //!
-//! For each store, in turn:
-//! 1. [`peers::check`] on a fresh store of its own (insert-if-absent, compare-and-set, `get`,
-//!    `list` paging, `tail` order); a broken promise stops the run with an error (exit 1).
-//! 2. A fresh store gets the read set: `TASKLOG_PEERS_READ_TASKS` tasks (default 1,000) in 10
-//!    contexts (two pages each), each with 4 events (created, status, artifact, artifact chunk), written by 16
-//!    threads (not timed).
-//! 3. Read cells, at every thread count: `get` of random read-set tasks (all 4 events),
-//!    `list` of one context page by page (50 tasks a page), `tail` of every event from position
-//!    0 in calls of 100 events.
-//! 4. Write cells, at every thread count: `create` of new tasks, `status` updates and `artifact`
+//! 1. Each store passes [`peers::check`] on a fresh store of its own (insert-if-absent,
+//!    compare-and-set, `get`, `list` paging, `tail` order); a broken promise stops the run with an
+//!    error (exit 1).
+//! 2. Each store is opened fresh and gets the read set, written by 16 threads (not timed):
+//!    `TASKLOG_PEERS_READ_TASKS` tasks (default 1,000) in 10 contexts (two pages each), each with
+//!    4 events (created, status, artifact, artifact chunk).
+//! 3. Read cells at every thread count: `get` of random read-set tasks (all 4 events), `list` of
+//!    one context page by page (50 tasks a page), `tail` of every event from position 0 in calls
+//!    of 100 events.
+//! 4. Write cells at every thread count: `create` of new tasks, `status` updates and `artifact`
 //!    chunk appends with compare-and-set on the version. Each writer thread writes only its own
 //!    tasks, so a compare-and-set never conflicts across writers; any conflict is an error.
+//!
+//! The stores take turns cell by cell, so that all four numbers of a cell come from the same
+//! minute of a shared disk. A raw `pwrite + fdatasync` loop at the start and at the end says how
+//! fast the disk was.
 //!
 //! Every cell runs `TASKLOG_PEERS_SECONDS` (default 2) or `TASKLOG_PEERS_CALLS_MAX` calls
 //! (default 200,000), whichever ends first, on `TASKLOG_PEERS_THREADS` threads (default
@@ -467,12 +471,9 @@ fn measure(
     })
 }
 
-/// Checks, loads and measures one store; returns its cells and its durability promise.
-fn bench_store(
-    config: &Config,
-    name: &'static str,
-    root: &Path,
-) -> Result<(Vec<Cell>, &'static str)> {
+/// Checks `name` on a fresh store of its own, then opens the store to measure and writes its read
+/// set.
+fn check_and_load(config: &Config, name: &'static str, root: &Path) -> Result<Box<dyn Store>> {
     let check_dir = tempfile::tempdir_in(root).context("temp dir")?;
     let store = open(name, check_dir.path())?;
     peers::check(store.as_ref()).with_context(|| format!("{name} failed its correctness check"))?;
@@ -480,9 +481,9 @@ fn bench_store(
     drop(check_dir);
     eprintln!("{name}: correctness check passed");
 
-    let dir = tempfile::tempdir_in(root).context("temp dir")?;
-    let store = open(name, dir.path())?;
-    let durability = store.durability();
+    // The directory lives under `root`, which is removed at the end of the run.
+    let dir = tempfile::tempdir_in(root).context("temp dir")?.keep();
+    let store = open(name, &dir)?;
     let started = Instant::now();
     prepare_read_set(store.as_ref(), config.read_tasks)
         .with_context(|| format!("{name}: read set"))?;
@@ -491,9 +492,16 @@ fn bench_store(
         config.read_tasks,
         started.elapsed().as_secs_f64()
     );
+    Ok(store)
+}
+
+/// Measures every op at every thread count on every store. The stores take turns cell by cell
+/// (the first one rotating), so that the stores' numbers for one cell come from the same minute:
+/// on a shared virtual disk the cost of an fsync can change tenfold within a run.
+fn measure_all(config: &Config, stores: &[Box<dyn Store>]) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
     let mut cell_number = 0;
-    // Reads first, while the store holds exactly the read set, so that every store reads the same.
+    // Reads first, while every store holds exactly the read set, so that all read the same.
     for op in [
         Op::Get,
         Op::List,
@@ -504,20 +512,25 @@ fn bench_store(
     ] {
         for &threads in &config.threads {
             cell_number += 1;
-            let cell = measure(config, store.as_ref(), op, threads, cell_number)
-                .with_context(|| format!("{name}: {} at {threads} threads", op.name()))?;
-            eprintln!(
-                "  {name:<8} {:<15} {threads:>3} threads: {:>10.0}/s  p50 {:>9.1} µs  p99 {:>9.1} µs",
-                op.name(),
-                cell.rate(),
-                cell.p50_us,
-                cell.p99_us
-            );
-            cells.push(cell);
+            for turn in 0..stores.len() {
+                let Some(store) = stores.get((cell_number + turn) % stores.len()) else {
+                    continue;
+                };
+                let name = store.name();
+                let cell = measure(config, store.as_ref(), op, threads, cell_number)
+                    .with_context(|| format!("{name}: {} at {threads} threads", op.name()))?;
+                eprintln!(
+                    "  {:<15} {threads:>3} threads {name:<8} {:>10.0}/s  p50 {:>9.1} µs  p99 {:>9.1} µs",
+                    op.name(),
+                    cell.rate(),
+                    cell.p50_us,
+                    cell.p99_us
+                );
+                cells.push(cell);
+            }
         }
     }
-    store.close()?;
-    Ok((cells, durability))
+    Ok(cells)
 }
 
 /// A raw `pwrite + fdatasync` loop on the same disk, 1 thread: the ceiling of a writer that
@@ -758,16 +771,23 @@ fn main() -> Result<()> {
     ));
 
     let raw = raw_fdatasync_rate(root.path(), config.run)?;
-    eprintln!("raw pwrite+fdatasync, 1 thread: {raw:.0}/s");
-    facts.push(("raw_fdatasync_per_sec", format!("{raw:.0}")));
+    eprintln!("raw pwrite+fdatasync, 1 thread, at the start: {raw:.0}/s");
+    facts.push(("raw_fdatasync_per_sec_start", format!("{raw:.0}")));
 
-    let mut cells = Vec::new();
-    let mut promises = Vec::new();
-    for &name in &config.stores {
-        let (store_cells, durability) = bench_store(&config, name, root.path())?;
-        cells.extend(store_cells);
-        promises.push((name, durability));
+    let stores = config
+        .stores
+        .iter()
+        .map(|name| check_and_load(&config, name, root.path()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut cells = measure_all(&config, &stores)?;
+    let promises: Vec<(&str, &str)> = stores.iter().map(|s| (s.name(), s.durability())).collect();
+    for store in stores {
+        let name = store.name();
+        store.close().with_context(|| format!("close {name}"))?;
     }
+    let raw_end = raw_fdatasync_rate(root.path(), config.run)?;
+    eprintln!("raw pwrite+fdatasync, 1 thread, at the end: {raw_end:.0}/s");
+    facts.push(("raw_fdatasync_per_sec_end", format!("{raw_end:.0}")));
     facts.push(("load_average_end", load_average()));
     facts.push((
         "run_seconds",
@@ -783,7 +803,7 @@ fn main() -> Result<()> {
         };
         facts.push((key, durability.to_string()));
     }
-    // Cells grouped by op, then threads, then store (in the order stores ran).
+    // Cells grouped by op, then threads, then store (tasklog first).
     cells.sort_by_key(|c| {
         (
             Op::ALL.iter().position(|op| *op == c.op),
