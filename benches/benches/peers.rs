@@ -15,8 +15,8 @@
 //!    tasks, so a compare-and-set never conflicts across writers; any conflict is an error.
 //!
 //! The stores take turns cell by cell, so that all four numbers of a cell come from the same
-//! minute of a shared disk. A raw `pwrite + fdatasync` loop at the start and at the end says how
-//! fast the disk was.
+//! minute of a shared disk. A raw `pwrite + fdatasync` loop at the start, at the end and for a
+//! quarter of a second before each write cell says how fast the disk was.
 //!
 //! Every cell runs `TASKLOG_PEERS_SECONDS` (default 2) or `TASKLOG_PEERS_CALLS_MAX` calls
 //! (default 200,000), whichever ends first, on `TASKLOG_PEERS_THREADS` threads (default
@@ -48,6 +48,8 @@ const READ_CONTEXTS: usize = 10;
 const READ_TASK_EVENTS: u64 = 4;
 /// Threads that write the read set.
 const PREPARE_THREADS: usize = 16;
+/// How long the disk is probed (raw `pwrite + fdatasync`) before each write cell.
+const DISK_PROBE: Duration = Duration::from_millis(250);
 /// Tasks per `list` page (A2A's page size is at most 100).
 const LIST_PAGE_SIZE: usize = 50;
 /// Events per `tail` call.
@@ -173,6 +175,10 @@ impl Op {
         }
     }
 
+    fn is_write(self) -> bool {
+        matches!(self, Op::Create | Op::Status | Op::Artifact)
+    }
+
     /// What one unit of the ops/s column is.
     fn unit(self) -> &'static str {
         match self {
@@ -197,6 +203,9 @@ struct Cell {
     /// Per-call latency percentiles in µs.
     p50_us: f64,
     p99_us: f64,
+    /// For a write cell: the raw `pwrite + fdatasync` rate of the disk, one thread, measured
+    /// for [`DISK_PROBE`] just before the cell (the ceiling of one sync per write at that moment).
+    disk_per_sec: Option<f64>,
 }
 
 impl Cell {
@@ -468,6 +477,7 @@ fn measure(
         seconds,
         p50_us,
         p99_us,
+        disk_per_sec: None,
     })
 }
 
@@ -498,7 +508,7 @@ fn check_and_load(config: &Config, name: &'static str, root: &Path) -> Result<Bo
 /// Measures every op at every thread count on every store. The stores take turns cell by cell
 /// (the first one rotating), so that the stores' numbers for one cell come from the same minute:
 /// on a shared virtual disk the cost of an fsync can change tenfold within a run.
-fn measure_all(config: &Config, stores: &[Box<dyn Store>]) -> Result<Vec<Cell>> {
+fn measure_all(config: &Config, stores: &[Box<dyn Store>], root: &Path) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
     let mut cell_number = 0;
     // Reads first, while every store holds exactly the read set, so that all read the same.
@@ -517,20 +527,31 @@ fn measure_all(config: &Config, stores: &[Box<dyn Store>]) -> Result<Vec<Cell>> 
                     continue;
                 };
                 let name = store.name();
-                let cell = measure(config, store.as_ref(), op, threads, cell_number)
+                let disk_per_sec = if op.is_write() {
+                    Some(raw_fdatasync_rate(root, DISK_PROBE)?)
+                } else {
+                    None
+                };
+                let mut cell = measure(config, store.as_ref(), op, threads, cell_number)
                     .with_context(|| format!("{name}: {} at {threads} threads", op.name()))?;
+                cell.disk_per_sec = disk_per_sec;
                 eprintln!(
-                    "  {:<15} {threads:>3} threads {name:<8} {:>10.0}/s  p50 {:>9.1} µs  p99 {:>9.1} µs",
+                    "  {:<15} {threads:>3} threads {name:<8} {:>10.0}/s  p50 {:>9.1} µs  p99 {:>9.1} µs  disk {}",
                     op.name(),
                     cell.rate(),
                     cell.p50_us,
-                    cell.p99_us
+                    cell.p99_us,
+                    disk_text(cell.disk_per_sec)
                 );
                 cells.push(cell);
             }
         }
     }
     Ok(cells)
+}
+
+fn disk_text(disk_per_sec: Option<f64>) -> String {
+    disk_per_sec.map_or_else(|| "-".into(), |rate| format!("{rate:.0}/s"))
 }
 
 /// A raw `pwrite + fdatasync` loop on the same disk, 1 thread: the ceiling of a writer that
@@ -603,10 +624,10 @@ fn print_table(facts: &[(&str, String)], cells: &[Cell]) {
     }
     println!();
     println!(
-        "{:<15} {:<16} {:>7} {:<8} {:>12} {:>10} {:>10} {:>10}",
-        "op", "unit", "threads", "store", "ops/s", "p50 µs", "p99 µs", "x tasklog"
+        "{:<15} {:<16} {:>7} {:<8} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "op", "unit", "threads", "store", "ops/s", "p50 µs", "p99 µs", "x tasklog", "disk"
     );
-    println!("{}", "-".repeat(96));
+    println!("{}", "-".repeat(107));
     for op in Op::ALL {
         let mut threads: Vec<usize> = cells
             .iter()
@@ -619,7 +640,7 @@ fn print_table(facts: &[(&str, String)], cells: &[Cell]) {
                 let ratio = tasklog_rate(cells, cell)
                     .map_or("-".into(), |r| format!("{:.3}", cell.rate() / r));
                 println!(
-                    "{:<15} {:<16} {:>7} {:<8} {:>12.0} {:>10.1} {:>10.1} {:>10}",
+                    "{:<15} {:<16} {:>7} {:<8} {:>12.0} {:>10.1} {:>10.1} {:>10} {:>10}",
                     op.name(),
                     op.unit(),
                     t,
@@ -627,14 +648,16 @@ fn print_table(facts: &[(&str, String)], cells: &[Cell]) {
                     cell.rate(),
                     cell.p50_us,
                     cell.p99_us,
-                    ratio
+                    ratio,
+                    disk_text(cell.disk_per_sec)
                 );
             }
         }
         println!();
     }
     println!(
-        "(x tasklog = this store's ops/s / tasklog's at the same op and threads; latency is per call)"
+        "(x tasklog = this store's ops/s / tasklog's at the same op and threads; latency is per \
+         call; disk = raw pwrite+fdatasync/s of one thread just before a write cell)"
     );
 }
 
@@ -701,7 +724,8 @@ fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
             format!(
                 "    {{\"store\": {}, \"op\": {}, \"unit\": {}, \"threads\": {}, \"calls\": {}, \
                  \"units\": {}, \"seconds\": {}, \"ops_per_sec\": {}, \"p50_us\": {}, \
-                 \"p99_us\": {}, \"ratio_to_tasklog\": {}, \"tasklog_over_store\": {}}}",
+                 \"p99_us\": {}, \"ratio_to_tasklog\": {}, \"tasklog_over_store\": {}, \
+                 \"disk_fdatasync_per_sec_before\": {}}}",
                 json_string(cell.store),
                 json_string(cell.op.name()),
                 json_string(cell.op.unit()),
@@ -714,6 +738,7 @@ fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
                 json_number(cell.p99_us),
                 json_number(ratio),
                 json_number(1.0 / ratio),
+                cell.disk_per_sec.map_or("null".into(), json_number),
             )
         })
         .collect();
@@ -779,7 +804,7 @@ fn main() -> Result<()> {
         .iter()
         .map(|name| check_and_load(&config, name, root.path()))
         .collect::<Result<Vec<_>>>()?;
-    let mut cells = measure_all(&config, &stores)?;
+    let mut cells = measure_all(&config, &stores, root.path())?;
     let promises: Vec<(&str, &str)> = stores.iter().map(|s| (s.name(), s.durability())).collect();
     for store in stores {
         let name = store.name();
