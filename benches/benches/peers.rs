@@ -36,7 +36,8 @@ use tasklog_benches::peers::{
 };
 use tasklog_benches::{RawAppender, XorShift64, json_head, json_number, json_string};
 
-/// Stores compared, in the order they run; tasklog first, as every ratio is to it.
+/// Stores compared, tasklog first (every ratio is to it). In each cell they take turns, the first
+/// one rotating from cell to cell.
 const STORES: [&str; 4] = ["tasklog", "sqlite", "redb", "fjall"];
 const SECONDS_DEFAULT: f64 = 2.0;
 const CALLS_MAX_DEFAULT: u64 = 200_000;
