@@ -1,18 +1,22 @@
 //! The embedded comparison (issue 5, item 1): the same task-store workload on tasklog-engine and on
 //! the stores a Rust A2A server would embed instead (SQLite, redb, fjall), in one run, on one disk.
 //!
-//! For each store, in turn:
-//! 1. [`peers::check`] on a fresh store of its own (insert-if-absent, compare-and-set, `get`,
-//!    `list` paging, `tail` order); a broken promise stops the run with an error (exit 1).
-//! 2. A fresh store gets the read set: `TASKLOG_PEERS_READ_TASKS` tasks (default 2,000) in 20
-//!    contexts, each with 4 events (created, status, artifact, artifact chunk), written by 16
-//!    threads (not timed).
-//! 3. Read cells, at every thread count: `get` of random read-set tasks (all 4 events),
-//!    `list` of one context page by page (50 tasks a page), `tail` of every event from position
-//!    0 in calls of 100 events.
-//! 4. Write cells, at every thread count: `create` of new tasks, `status` updates and `artifact`
+//! 1. Each store passes [`peers::check`] on a fresh store of its own (insert-if-absent,
+//!    compare-and-set, `get`, `list` paging, `tail` order); a broken promise stops the run with an
+//!    error (exit 1).
+//! 2. Each store is opened fresh and gets the read set, written by 16 threads (not timed):
+//!    `TASKLOG_PEERS_READ_TASKS` tasks (default 1,000) in 10 contexts (two pages each), each with
+//!    4 events (created, status, artifact, artifact chunk).
+//! 3. Read cells at every thread count: `get` of random read-set tasks (all 4 events), `list` of
+//!    one context page by page (50 tasks a page), `tail` of every event from position 0 in calls
+//!    of 100 events.
+//! 4. Write cells at every thread count: `create` of new tasks, `status` updates and `artifact`
 //!    chunk appends with compare-and-set on the version. Each writer thread writes only its own
 //!    tasks, so a compare-and-set never conflicts across writers; any conflict is an error.
+//!
+//! The stores take turns cell by cell, so that all four numbers of a cell come from the same
+//! minute of a shared disk. A raw `pwrite + fdatasync` loop at the start, at the end and for a
+//! quarter of a second before each write cell says how fast the disk was.
 //!
 //! Every cell runs `TASKLOG_PEERS_SECONDS` (default 2) or `TASKLOG_PEERS_CALLS_MAX` calls
 //! (default 200,000), whichever ends first, on `TASKLOG_PEERS_THREADS` threads (default
@@ -32,18 +36,21 @@ use tasklog_benches::peers::{
 };
 use tasklog_benches::{RawAppender, XorShift64, json_head, json_number, json_string};
 
-/// Stores compared, in the order they run; tasklog first, as every ratio is to it.
+/// Stores compared, tasklog first (every ratio is to it). In each cell they take turns, the first
+/// one rotating from cell to cell.
 const STORES: [&str; 4] = ["tasklog", "sqlite", "redb", "fjall"];
 const SECONDS_DEFAULT: f64 = 2.0;
 const CALLS_MAX_DEFAULT: u64 = 200_000;
 const THREADS_DEFAULT: [usize; 3] = [1, 16, 64];
-const READ_TASKS_DEFAULT: usize = 2_000;
-/// Contexts of the read set (2,000 tasks: 100 per context, two pages).
-const READ_CONTEXTS: usize = 20;
+const READ_TASKS_DEFAULT: usize = 1_000;
+/// Contexts of the read set (1,000 tasks: 100 per context, two pages).
+const READ_CONTEXTS: usize = 10;
 /// Events each read-set task holds (created, status, artifact, artifact chunk).
 const READ_TASK_EVENTS: u64 = 4;
 /// Threads that write the read set.
 const PREPARE_THREADS: usize = 16;
+/// How long the disk is probed (raw `pwrite + fdatasync`) before each write cell.
+const DISK_PROBE: Duration = Duration::from_millis(250);
 /// Tasks per `list` page (A2A's page size is at most 100).
 const LIST_PAGE_SIZE: usize = 50;
 /// Events per `tail` call.
@@ -169,6 +176,10 @@ impl Op {
         }
     }
 
+    fn is_write(self) -> bool {
+        matches!(self, Op::Create | Op::Status | Op::Artifact)
+    }
+
     /// What one unit of the ops/s column is.
     fn unit(self) -> &'static str {
         match self {
@@ -193,6 +204,9 @@ struct Cell {
     /// Per-call latency percentiles in µs.
     p50_us: f64,
     p99_us: f64,
+    /// For a write cell: the raw `pwrite + fdatasync` rate of the disk, one thread, measured
+    /// for [`DISK_PROBE`] just before the cell (the ceiling of one sync per write at that moment).
+    disk_per_sec: Option<f64>,
 }
 
 impl Cell {
@@ -464,15 +478,13 @@ fn measure(
         seconds,
         p50_us,
         p99_us,
+        disk_per_sec: None,
     })
 }
 
-/// Checks, loads and measures one store; returns its cells and its durability promise.
-fn bench_store(
-    config: &Config,
-    name: &'static str,
-    root: &Path,
-) -> Result<(Vec<Cell>, &'static str)> {
+/// Checks `name` on a fresh store of its own, then opens the store to measure and writes its read
+/// set.
+fn check_and_load(config: &Config, name: &'static str, root: &Path) -> Result<Box<dyn Store>> {
     let check_dir = tempfile::tempdir_in(root).context("temp dir")?;
     let store = open(name, check_dir.path())?;
     peers::check(store.as_ref()).with_context(|| format!("{name} failed its correctness check"))?;
@@ -480,9 +492,9 @@ fn bench_store(
     drop(check_dir);
     eprintln!("{name}: correctness check passed");
 
-    let dir = tempfile::tempdir_in(root).context("temp dir")?;
-    let store = open(name, dir.path())?;
-    let durability = store.durability();
+    // The directory lives under `root`, which is removed at the end of the run.
+    let dir = tempfile::tempdir_in(root).context("temp dir")?.keep();
+    let store = open(name, &dir)?;
     let started = Instant::now();
     prepare_read_set(store.as_ref(), config.read_tasks)
         .with_context(|| format!("{name}: read set"))?;
@@ -491,9 +503,16 @@ fn bench_store(
         config.read_tasks,
         started.elapsed().as_secs_f64()
     );
+    Ok(store)
+}
+
+/// Measures every op at every thread count on every store. The stores take turns cell by cell
+/// (the first one rotating), so that the stores' numbers for one cell come from the same minute:
+/// on a shared virtual disk the cost of an fsync can change tenfold within a run.
+fn measure_all(config: &Config, stores: &[Box<dyn Store>], root: &Path) -> Result<Vec<Cell>> {
     let mut cells = Vec::new();
     let mut cell_number = 0;
-    // Reads first, while the store holds exactly the read set, so that every store reads the same.
+    // Reads first, while every store holds exactly the read set, so that all read the same.
     for op in [
         Op::Get,
         Op::List,
@@ -504,20 +523,36 @@ fn bench_store(
     ] {
         for &threads in &config.threads {
             cell_number += 1;
-            let cell = measure(config, store.as_ref(), op, threads, cell_number)
-                .with_context(|| format!("{name}: {} at {threads} threads", op.name()))?;
-            eprintln!(
-                "  {name:<8} {:<15} {threads:>3} threads: {:>10.0}/s  p50 {:>9.1} µs  p99 {:>9.1} µs",
-                op.name(),
-                cell.rate(),
-                cell.p50_us,
-                cell.p99_us
-            );
-            cells.push(cell);
+            for turn in 0..stores.len() {
+                let Some(store) = stores.get((cell_number + turn) % stores.len()) else {
+                    continue;
+                };
+                let name = store.name();
+                let disk_per_sec = if op.is_write() {
+                    Some(raw_fdatasync_rate(root, DISK_PROBE)?)
+                } else {
+                    None
+                };
+                let mut cell = measure(config, store.as_ref(), op, threads, cell_number)
+                    .with_context(|| format!("{name}: {} at {threads} threads", op.name()))?;
+                cell.disk_per_sec = disk_per_sec;
+                eprintln!(
+                    "  {:<15} {threads:>3} threads {name:<8} {:>10.0}/s  p50 {:>9.1} µs  p99 {:>9.1} µs  disk {}",
+                    op.name(),
+                    cell.rate(),
+                    cell.p50_us,
+                    cell.p99_us,
+                    disk_text(cell.disk_per_sec)
+                );
+                cells.push(cell);
+            }
         }
     }
-    store.close()?;
-    Ok((cells, durability))
+    Ok(cells)
+}
+
+fn disk_text(disk_per_sec: Option<f64>) -> String {
+    disk_per_sec.map_or_else(|| "-".into(), |rate| format!("{rate:.0}/s"))
 }
 
 /// A raw `pwrite + fdatasync` loop on the same disk, 1 thread: the ceiling of a writer that
@@ -590,10 +625,10 @@ fn print_table(facts: &[(&str, String)], cells: &[Cell]) {
     }
     println!();
     println!(
-        "{:<15} {:<16} {:>7} {:<8} {:>12} {:>10} {:>10} {:>10}",
-        "op", "unit", "threads", "store", "ops/s", "p50 µs", "p99 µs", "x tasklog"
+        "{:<15} {:<16} {:>7} {:<8} {:>12} {:>10} {:>10} {:>10} {:>10}",
+        "op", "unit", "threads", "store", "ops/s", "p50 µs", "p99 µs", "x tasklog", "disk"
     );
-    println!("{}", "-".repeat(96));
+    println!("{}", "-".repeat(107));
     for op in Op::ALL {
         let mut threads: Vec<usize> = cells
             .iter()
@@ -606,7 +641,7 @@ fn print_table(facts: &[(&str, String)], cells: &[Cell]) {
                 let ratio = tasklog_rate(cells, cell)
                     .map_or("-".into(), |r| format!("{:.3}", cell.rate() / r));
                 println!(
-                    "{:<15} {:<16} {:>7} {:<8} {:>12.0} {:>10.1} {:>10.1} {:>10}",
+                    "{:<15} {:<16} {:>7} {:<8} {:>12.0} {:>10.1} {:>10.1} {:>10} {:>10}",
                     op.name(),
                     op.unit(),
                     t,
@@ -614,15 +649,71 @@ fn print_table(facts: &[(&str, String)], cells: &[Cell]) {
                     cell.rate(),
                     cell.p50_us,
                     cell.p99_us,
-                    ratio
+                    ratio,
+                    disk_text(cell.disk_per_sec)
                 );
             }
         }
         println!();
     }
     println!(
-        "(x tasklog = this store's ops/s / tasklog's at the same op and threads; latency is per call)"
+        "(x tasklog = this store's ops/s / tasklog's at the same op and threads; latency is per \
+         call; disk = raw pwrite+fdatasync/s of one thread just before a write cell)"
     );
+}
+
+/// DESIGN.md E2's comparison for one write op and one peer: tasklog at its largest writer count
+/// against the peer at its best writer count.
+struct Headline<'a> {
+    tasklog: &'a Cell,
+    peer: &'a Cell,
+}
+
+impl Headline<'_> {
+    fn ratio(&self) -> f64 {
+        self.tasklog.rate() / self.peer.rate()
+    }
+}
+
+fn headlines(cells: &[Cell]) -> Vec<Headline<'_>> {
+    let mut out = Vec::new();
+    for op in [Op::Create, Op::Status, Op::Artifact] {
+        let of_op = || cells.iter().filter(move |c| c.op == op);
+        let Some(tasklog) = of_op()
+            .filter(|c| c.store == "tasklog")
+            .max_by_key(|c| c.threads)
+        else {
+            continue;
+        };
+        for store in STORES.iter().filter(|s| **s != "tasklog") {
+            let best = of_op()
+                .filter(|c| c.store == *store)
+                .max_by(|a, b| a.rate().total_cmp(&b.rate()));
+            if let Some(peer) = best {
+                out.push(Headline { tasklog, peer });
+            }
+        }
+    }
+    out
+}
+
+fn print_headlines(cells: &[Cell]) {
+    println!(
+        "Durable writes, tasklog at its most writers / each peer at its best writer count \
+         (DESIGN.md E2: >= 250,000/s at 64 writers, about 40x SQLite and 90x redb):"
+    );
+    for h in headlines(cells) {
+        println!(
+            "  {:<15} tasklog {:>8.0}/s ({} threads) = {:>6.1} x {:<7} {:>6.0}/s ({} threads)",
+            h.tasklog.op.name(),
+            h.tasklog.rate(),
+            h.tasklog.threads,
+            h.ratio(),
+            h.peer.store,
+            h.peer.rate(),
+            h.peer.threads
+        );
+    }
 }
 
 fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
@@ -634,7 +725,8 @@ fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
             format!(
                 "    {{\"store\": {}, \"op\": {}, \"unit\": {}, \"threads\": {}, \"calls\": {}, \
                  \"units\": {}, \"seconds\": {}, \"ops_per_sec\": {}, \"p50_us\": {}, \
-                 \"p99_us\": {}, \"ratio_to_tasklog\": {}, \"tasklog_over_store\": {}}}",
+                 \"p99_us\": {}, \"ratio_to_tasklog\": {}, \"tasklog_over_store\": {}, \
+                 \"disk_fdatasync_per_sec_before\": {}}}",
                 json_string(cell.store),
                 json_string(cell.op.name()),
                 json_string(cell.op.unit()),
@@ -647,15 +739,36 @@ fn to_json(facts: &[(&str, String)], cells: &[Cell]) -> String {
                 json_number(cell.p99_us),
                 json_number(ratio),
                 json_number(1.0 / ratio),
+                cell.disk_per_sec.map_or("null".into(), json_number),
             )
         })
         .collect();
     out.push_str(&rows.join(",\n"));
+    out.push_str("\n  ],\n  \"headlines\": [\n");
+    let headlines: Vec<String> = headlines(cells)
+        .iter()
+        .map(|h| {
+            format!(
+                "    {{\"op\": {}, \"tasklog_threads\": {}, \"tasklog_ops_per_sec\": {}, \
+                 \"peer\": {}, \"peer_best_threads\": {}, \"peer_best_ops_per_sec\": {}, \
+                 \"tasklog_over_peer\": {}}}",
+                json_string(h.tasklog.op.name()),
+                h.tasklog.threads,
+                json_number(h.tasklog.rate()),
+                json_string(h.peer.store),
+                h.peer.threads,
+                json_number(h.peer.rate()),
+                json_number(h.ratio()),
+            )
+        })
+        .collect();
+    out.push_str(&headlines.join(",\n"));
     out.push_str("\n  ]\n}\n");
     out
 }
 
 fn main() -> Result<()> {
+    let began = Instant::now();
     let config = Config::from_env()?;
     let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
     std::fs::create_dir_all(tmp).with_context(|| format!("create {tmp:?}"))?;
@@ -684,17 +797,28 @@ fn main() -> Result<()> {
     ));
 
     let raw = raw_fdatasync_rate(root.path(), config.run)?;
-    eprintln!("raw pwrite+fdatasync, 1 thread: {raw:.0}/s");
-    facts.push(("raw_fdatasync_per_sec", format!("{raw:.0}")));
+    eprintln!("raw pwrite+fdatasync, 1 thread, at the start: {raw:.0}/s");
+    facts.push(("raw_fdatasync_per_sec_start", format!("{raw:.0}")));
 
-    let mut cells = Vec::new();
-    let mut promises = Vec::new();
-    for &name in &config.stores {
-        let (store_cells, durability) = bench_store(&config, name, root.path())?;
-        cells.extend(store_cells);
-        promises.push((name, durability));
+    let stores = config
+        .stores
+        .iter()
+        .map(|name| check_and_load(&config, name, root.path()))
+        .collect::<Result<Vec<_>>>()?;
+    let mut cells = measure_all(&config, &stores, root.path())?;
+    let promises: Vec<(&str, &str)> = stores.iter().map(|s| (s.name(), s.durability())).collect();
+    for store in stores {
+        let name = store.name();
+        store.close().with_context(|| format!("close {name}"))?;
     }
+    let raw_end = raw_fdatasync_rate(root.path(), config.run)?;
+    eprintln!("raw pwrite+fdatasync, 1 thread, at the end: {raw_end:.0}/s");
+    facts.push(("raw_fdatasync_per_sec_end", format!("{raw_end:.0}")));
     facts.push(("load_average_end", load_average()));
+    facts.push((
+        "run_seconds",
+        format!("{:.0}", began.elapsed().as_secs_f64()),
+    ));
     for (name, durability) in promises {
         let key: &'static str = match name {
             "tasklog" => "ack_tasklog",
@@ -705,7 +829,7 @@ fn main() -> Result<()> {
         };
         facts.push((key, durability.to_string()));
     }
-    // Cells grouped by op, then threads, then store (in the order stores ran).
+    // Cells grouped by op, then threads, then store (tasklog first).
     cells.sort_by_key(|c| {
         (
             Op::ALL.iter().position(|op| *op == c.op),
@@ -714,6 +838,7 @@ fn main() -> Result<()> {
         )
     });
     print_table(&facts, &cells);
+    print_headlines(&cells);
 
     let json_path: PathBuf = tmp.parent().unwrap_or(tmp).join("peers.json");
     std::fs::write(&json_path, to_json(&facts, &cells))
