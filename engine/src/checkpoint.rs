@@ -15,6 +15,7 @@ use rkyv::util::AlignedVec;
 use crate::error::{Error, Result};
 use crate::id::CompactId;
 use crate::le::{put, u16_at, u32_at, u64_at};
+use crate::limits::VERSION_MAX;
 use crate::model::{TaskState, Timestamp};
 use crate::state::{Batches, TaskMeta};
 
@@ -184,6 +185,15 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
         rkyv::deserialize::<Checkpoint, rancor::Error>(archived).map_err(|e| e.to_string())?;
     if checkpoint.covered_position != u64_at(header, COVERED_OFFSET) {
         return Err("checkpoint header and payload disagree".into());
+    }
+    // The table never holds a larger version (`TaskTable::check` refuses the write), and the
+    // store computes `version + 1` from it.
+    if checkpoint
+        .tasks
+        .iter()
+        .any(|task| task.version > VERSION_MAX)
+    {
+        return Err("checkpoint names a task version over the maximum".into());
     }
     Ok(checkpoint)
 }

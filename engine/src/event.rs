@@ -81,8 +81,13 @@ pub struct EventBatch {
 const _: () = crate::record::assert_payload_alignment::<ArchivedEventBatch>();
 
 impl EventBatch {
-    /// Version of the task after this batch.
+    /// Version of the task after this batch: `first_version + events - 1`, exact for a batch
+    /// that passed [`crate::state::TaskTable::check`] and clamped to `0..=u64::MAX` for any other
+    /// (a batch read from disk must not make a reader panic).
     pub fn last_version(&self) -> u64 {
-        self.first_version + self.events.len() as u64 - 1
+        match (self.events.len() as u64).checked_sub(1) {
+            Some(later_events) => self.first_version.saturating_add(later_events),
+            None => self.first_version.saturating_sub(1),
+        }
     }
 }

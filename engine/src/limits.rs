@@ -5,6 +5,12 @@
 /// `position + 1` or `first - 1` computed from bytes on disk can overflow.
 pub const POSITION_MAX: u64 = 1 << 62;
 
+/// Largest task version. Versions count a task's events from 1; bounding them as positions are
+/// bounded means no `version + 1` computed from a checkpoint or a record can overflow. A write
+/// that would pass it is refused ([`crate::state::TaskTable::check`]); a checkpoint naming a
+/// larger one is ignored.
+pub const VERSION_MAX: u64 = 1 << 62;
+
 /// Largest payload one record may carry.
 pub const PAYLOAD_BYTES_MAX: u32 = 8 * 1024 * 1024;
 

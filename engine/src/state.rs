@@ -11,13 +11,15 @@ use std::collections::{BTreeSet, HashMap};
 use crate::error::{Error, Result};
 use crate::event::{Event, EventBatch};
 use crate::id::CompactId;
+use crate::limits::VERSION_MAX;
 use crate::model::{Task, TaskState, Timestamp};
 
 /// What the engine keeps in memory per task: 80 bytes and, for a task written once with a UUID id
 /// and context, no heap allocation (DESIGN.md §6, E7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskMeta {
-    /// Number of events applied (the version of the last one).
+    /// Number of events applied (the version of the last one), at most
+    /// [`VERSION_MAX`].
     pub version: u64,
     /// Time of the current status (the `ListTasks` order).
     pub status_timestamp: Timestamp,
@@ -200,10 +202,19 @@ impl TaskTable {
                 actual,
             });
         }
-        if batch.first_version != actual + 1 {
+        if batch.first_version != actual.saturating_add(1) {
             return Err(invalid(format!(
                 "batch starts at version {} but the task is at {actual}",
                 batch.first_version
+            )));
+        }
+        // So that `last_version()` of a checked batch, and every `version + 1` taken from the
+        // table afterwards, cannot overflow (`events` is not empty here).
+        if batch.first_version > VERSION_MAX
+            || batch.events.len() as u64 - 1 > VERSION_MAX - batch.first_version
+        {
+            return Err(invalid(format!(
+                "the batch would take the task past version {VERSION_MAX}"
             )));
         }
         let mut state = existing.map(|meta| meta.state);
@@ -528,6 +539,52 @@ mod tests {
         table.check(&delete, None).unwrap();
         table.apply(12, &delete);
         assert!(table.get("t").is_none() && table.is_empty());
+    }
+
+    /// Found while fuzzing `checkpoint_file`: a task version near `u64::MAX` (from a crafted
+    /// checkpoint) overflowed in `check` and `last_version`.
+    #[test]
+    fn versions_stop_at_the_maximum_without_overflow() {
+        let meta = |version| TaskMeta {
+            version,
+            status_timestamp: Timestamp(1),
+            context_id: CompactId::new("c"),
+            batches: Batches::One([(1, version)]),
+            artifact_ids: None,
+            state: TaskState::Working,
+        };
+        let message_at = |first_version, count| {
+            batch(
+                "t",
+                first_version,
+                (0..count)
+                    .map(|i| Event::Message(message(&i.to_string())))
+                    .collect(),
+            )
+        };
+        let mut table =
+            TaskTable::restore([(CompactId::new("t"), meta(VERSION_MAX - 1))].into_iter());
+        assert!(matches!(
+            table.check(&message_at(VERSION_MAX, 2), None),
+            Err(Error::InvalidEvent { .. })
+        ));
+        table.check(&message_at(VERSION_MAX, 1), None).unwrap();
+        table.apply(2, &message_at(VERSION_MAX, 1));
+        assert_eq!(table.get("t").unwrap().version, VERSION_MAX);
+        assert!(matches!(
+            table.check(&message_at(VERSION_MAX + 1, 1), None),
+            Err(Error::InvalidEvent { .. })
+        ));
+        // A table can only get here through a bug, but `check` still refuses instead of panicking.
+        let table = TaskTable::restore([(CompactId::new("t"), meta(u64::MAX))].into_iter());
+        for first_version in [0, u64::MAX] {
+            assert!(matches!(
+                table.check(&message_at(first_version, 2), None),
+                Err(Error::InvalidEvent { .. })
+            ));
+        }
+        assert_eq!(message_at(u64::MAX, 2).last_version(), u64::MAX);
+        assert_eq!(message_at(0, 0).last_version(), 0);
     }
 
     #[test]

@@ -121,7 +121,7 @@ impl TaskSubscription {
         };
         let skip = self.next_version.saturating_sub(batch.first_version) as usize;
         let first_version = batch.first_version + skip as u64;
-        self.next_version = batch.last_version() + 1;
+        self.next_version = batch.last_version().saturating_add(1);
         Ok(Next::Delivery(Delivery {
             position: Position::new(position),
             first_version,

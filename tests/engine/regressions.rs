@@ -8,6 +8,9 @@
 //! 8. Crafted files (position 0, an index claiming `u64::MAX`) panicked at open.
 //! 9. `truncate_after(u64::MAX)` overflowed and poisoned the log.
 //! 10. (self-review) a crafted task checkpoint claiming position `u64::MAX` overflowed at open.
+//! 11. (fuzz campaign of 2026-11-21, `checkpoint_file`) a crafted task checkpoint naming a task at
+//!     version `u64::MAX` made the next write to it overflow (a panic with overflow checks, a
+//!     batch at a wrapped version 0 without them).
 
 use std::fs;
 use std::sync::Arc;
@@ -202,4 +205,37 @@ fn t10_a_crafted_checkpoint_position_is_ignored_not_a_panic() {
         (store.open_report().checkpoint_position, store.len()),
         (None, 1)
     );
+}
+
+/// A checkpoint with valid CRCs naming a task version past `VERSION_MAX` is ignored (the log is
+/// replayed); one at exactly `VERSION_MAX` is used, and a write past it is refused, not wrapped.
+#[test]
+fn t11_a_crafted_checkpoint_version_is_ignored_or_refused_not_a_panic() {
+    use tasklog_engine::checkpoint::{self, Checkpoint};
+    use tasklog_engine::limits::VERSION_MAX;
+    let crafted_store = |version: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = tasklog_engine::TaskStore::open(dir.path(), Options::default()).unwrap();
+        let id = store
+            .create(tasklog_engine::NewTask::submitted(None))
+            .unwrap()
+            .task_id;
+        store.close().unwrap();
+        let path = dir.path().join(checkpoint::FILE_NAME);
+        let mut saved: Checkpoint = checkpoint::decode(&fs::read(&path).unwrap()).unwrap();
+        saved.tasks[0].version = version;
+        saved.tasks[0].batches.last_mut().unwrap().1 = version;
+        fs::write(&path, checkpoint::encode(&saved).unwrap()).unwrap();
+        let store = tasklog_engine::TaskStore::open(dir.path(), Options::default()).unwrap();
+        (dir, store, id)
+    };
+    for version in [u64::MAX, u64::MAX - 1, VERSION_MAX + 1] {
+        let (_dir, store, id) = crafted_store(version);
+        assert_eq!(store.open_report().checkpoint_position, None, "{version}");
+        assert_eq!(store.cancel(&id).unwrap().version, 2);
+    }
+    let (_dir, store, id) = crafted_store(VERSION_MAX);
+    assert!(store.open_report().checkpoint_position.is_some());
+    assert!(matches!(store.cancel(&id), Err(Error::InvalidEvent { .. })));
+    assert_eq!(store.version(&id), Some(VERSION_MAX));
 }
