@@ -186,16 +186,52 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     if checkpoint.covered_position != u64_at(header, COVERED_OFFSET) {
         return Err("checkpoint header and payload disagree".into());
     }
-    // The table never holds a larger version (`TaskTable::check` refuses the write), and the
-    // store computes `version + 1` from it.
-    if checkpoint
-        .tasks
-        .iter()
-        .any(|task| task.version > VERSION_MAX)
-    {
-        return Err("checkpoint names a task version over the maximum".into());
-    }
+    check_content(&checkpoint)?;
     Ok(checkpoint)
+}
+
+/// Refuses what the engine never writes into a checkpoint, so that a damaged file (or a
+/// snapshot from a faulty peer) is ignored instead of restored into a table that answers
+/// wrongly: a task id listed twice (listings would name it twice), a version over
+/// [`VERSION_MAX`] (the store computes `version + 1`), batches that are not ascending in position
+/// and version within `1..=covered_position` or do not end at the task's version (a subscription
+/// finds the batch holding a version by binary search), rejected positions that are not
+/// ascending within the covered range. Whether the records at those positions hold what the
+/// checkpoint says is checked where they are read ([`crate::state::check_listed_batch`]).
+fn check_content(checkpoint: &Checkpoint) -> Result<(), &'static str> {
+    let mut ids = std::collections::HashSet::with_capacity_and_hasher(
+        checkpoint.tasks.len(),
+        foldhash::fast::RandomState::default(),
+    );
+    for task in &checkpoint.tasks {
+        if task.version > VERSION_MAX {
+            return Err("checkpoint names a task version over the maximum");
+        }
+        let mut previous = (0, 0);
+        for &(position, version) in &task.batches {
+            if position <= previous.0
+                || version <= previous.1
+                || position > checkpoint.covered_position
+            {
+                return Err("checkpoint lists a task's batches out of order or past its position");
+            }
+            previous = (position, version);
+        }
+        if previous.1 != task.version || task.version == 0 {
+            return Err("checkpoint names a task version its batches do not end at");
+        }
+        if !ids.insert(task.id.as_str()) {
+            return Err("checkpoint names a task twice");
+        }
+    }
+    let mut previous = 0;
+    for &position in &checkpoint.rejected {
+        if position <= previous || position > checkpoint.covered_position {
+            return Err("checkpoint lists rejected positions out of order or past its position");
+        }
+        previous = position;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -220,6 +256,44 @@ mod tests {
                 state: b"members".to_vec(),
             }),
         }
+    }
+
+    /// Found by the `checkpoint_file` fuzz target (edit mode): checkpoints with valid CRCs that
+    /// the engine could not have written were restored (a task listed twice, a version past the
+    /// maximum, batches out of order).
+    #[test]
+    fn content_the_engine_never_writes_is_refused() {
+        type Edit = fn(&mut Checkpoint);
+        let edits: [(&str, Edit); 9] = [
+            ("task twice", |c| c.tasks.push(c.tasks[0].clone())),
+            ("version over the maximum", |c| {
+                c.tasks[0].version = VERSION_MAX + 1;
+                c.tasks[0].batches[1].1 = VERSION_MAX + 1;
+            }),
+            ("version past the batches", |c| c.tasks[0].version = 4),
+            ("no batch", |c| {
+                c.tasks[0].version = 0;
+                c.tasks[0].batches.clear();
+            }),
+            ("positions out of order", |c| c.tasks[0].batches[1].0 = 1),
+            ("versions out of order", |c| c.tasks[0].batches[0].1 = 3),
+            ("batch past the covered position", |c| {
+                c.tasks[0].batches[1].0 = 43
+            }),
+            ("rejected out of order", |c| c.rejected = vec![17, 17]),
+            ("rejected past the covered position", |c| {
+                c.rejected = vec![43]
+            }),
+        ];
+        for (what, edit) in edits {
+            let mut checkpoint = sample();
+            edit(&mut checkpoint);
+            assert!(decode(&encode(&checkpoint).unwrap()).is_err(), "{what}");
+        }
+        let mut at_the_maximum = sample();
+        at_the_maximum.tasks[0].version = VERSION_MAX;
+        at_the_maximum.tasks[0].batches[1].1 = VERSION_MAX;
+        assert!(decode(&encode(&at_the_maximum).unwrap()).is_ok());
     }
 
     #[test]

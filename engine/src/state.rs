@@ -336,6 +336,37 @@ fn checked_state(state: TaskState, invalid: &impl Fn(String) -> Error) -> Result
     Ok(state)
 }
 
+/// Checks a batch read at a log position the table lists for `task_id`: it must be that task's
+/// and hold `version`. The table (restored from a checkpoint or a snapshot) only points at
+/// records, so a table that does not match the log would otherwise make `get` fold another
+/// task's events and a subscription deliver the same batch forever.
+///
+/// # Errors
+/// [`Error::InvalidPayload`] naming `position`.
+pub fn check_listed_batch(
+    batch: &EventBatch,
+    position: u64,
+    task_id: &str,
+    version: u64,
+) -> Result<()> {
+    if batch.task_id != task_id
+        || batch.events.is_empty()
+        || !(batch.first_version..=batch.last_version()).contains(&version)
+    {
+        return Err(Error::InvalidPayload {
+            position,
+            reason: format!(
+                "the task table lists this record for version {version} of task {task_id:?}, \
+                 but it holds versions {}..={} of task {:?}",
+                batch.first_version,
+                batch.last_version(),
+                batch.task_id
+            ),
+        });
+    }
+    Ok(())
+}
+
 /// Folds one batch into the task (A2A.md, "How events fold into a task"): created makes it;
 /// a status replaces the status and moves the previous status message into the history; an
 /// artifact is added, replaced by id, or extended; a message joins the history; metadata is

@@ -26,7 +26,7 @@ use crate::limits;
 use crate::log::{Log, lock};
 use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
 use crate::record;
-use crate::state::{OrderKey, TaskTable, fold};
+use crate::state::{OrderKey, TaskTable, check_listed_batch, fold};
 use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription};
 
 /// Recent batches kept in memory for subscribers and tails (a few MiB at most).
@@ -550,7 +550,8 @@ impl TaskStore {
     /// most recent messages (`Some(0)`: none).
     ///
     /// # Errors
-    /// [`Error::TaskNotFound`], and log read errors.
+    /// [`Error::TaskNotFound`], log read errors, and [`Error::InvalidPayload`] when a record the
+    /// task table names is not the task's next batch (a checkpoint that does not match the log).
     pub fn get(&self, task_id: &str, history_length: Option<usize>) -> Result<Task> {
         let positions = lock(&self.table)
             .tasks
@@ -566,9 +567,12 @@ impl TaskStore {
                 task_id: task_id.to_string(),
             })?;
         let mut task = None;
+        let mut version = 0u64;
         for position in positions {
             let entry = self.log.read(Position::new(position))?;
             let batch: EventBatch = record::decode(&entry)?;
+            check_listed_batch(&batch, position, task_id, version.saturating_add(1))?;
+            version = batch.last_version();
             fold(&mut task, &batch);
         }
         let mut task = task.ok_or_else(|| Error::TaskNotFound {

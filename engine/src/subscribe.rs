@@ -23,6 +23,7 @@ use crate::error::Result;
 use crate::event::{Event, EventBatch, TASK_BATCH_KIND};
 use crate::model::Timestamp;
 use crate::record;
+use crate::state::check_listed_batch;
 use crate::store::TaskStore;
 
 /// Events of one write, delivered to a task subscriber.
@@ -103,7 +104,8 @@ impl TaskSubscription {
     /// The next events if there are any, without waiting.
     ///
     /// # Errors
-    /// Log read errors.
+    /// Log read errors; [`crate::Error::InvalidPayload`] when the record the task table names
+    /// does not hold the next version (a checkpoint that does not match the log).
     pub fn try_next(&mut self) -> Result<Next> {
         let Some(found) = self.store.batch_for(&self.task_id, self.next_version) else {
             return Ok(Next::Ended);
@@ -119,6 +121,7 @@ impl TaskSubscription {
                 &self.store.log().read(Position::new(position))?,
             )?),
         };
+        check_listed_batch(&batch, position, &self.task_id, self.next_version)?;
         let skip = self.next_version.saturating_sub(batch.first_version) as usize;
         let first_version = batch.first_version + skip as u64;
         self.next_version = batch.last_version().saturating_add(1);

@@ -11,6 +11,10 @@
 //! 11. (fuzz campaign of 2026-11-21, `checkpoint_file`) a crafted task checkpoint naming a task at
 //!     version `u64::MAX` made the next write to it overflow (a panic with overflow checks, a
 //!     batch at a wrapped version 0 without them).
+//! 12. (the same target, edit mode) checkpoints with valid CRCs that do not match the log were
+//!     trusted: a task listed twice was listed twice, a batch position of another task made `get`
+//!     return that task, a version past the task's last record made a subscription deliver the
+//!     same empty batch forever.
 
 use std::fs;
 use std::sync::Arc;
@@ -238,4 +242,70 @@ fn t11_a_crafted_checkpoint_version_is_ignored_or_refused_not_a_panic() {
     assert!(store.open_report().checkpoint_position.is_some());
     assert!(matches!(store.cancel(&id), Err(Error::InvalidEvent { .. })));
     assert_eq!(store.version(&id), Some(VERSION_MAX));
+}
+
+/// A checkpoint the engine could not have written is ignored; one that is well formed but names
+/// records that do not hold what it says makes reads fail with `InvalidPayload` instead of
+/// answering with another task or repeating a delivery forever.
+#[test]
+fn t12_a_checkpoint_that_does_not_match_the_log_is_ignored_or_read_as_an_error() {
+    use tasklog_engine::checkpoint::{self, Checkpoint};
+    use tasklog_engine::subscribe::Next;
+    use tasklog_engine::{ListQuery, NewTask, TaskStore};
+    let crafted_store = |edit: &dyn Fn(&mut Checkpoint)| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+        for id in ["a", "b"] {
+            store
+                .create(NewTask {
+                    task_id: Some(id.into()),
+                    ..NewTask::submitted(None)
+                })
+                .unwrap();
+        }
+        store.cancel("b").unwrap();
+        store.close().unwrap();
+        let path = dir.path().join(checkpoint::FILE_NAME);
+        let mut saved: Checkpoint = checkpoint::decode(&fs::read(&path).unwrap()).unwrap();
+        saved.tasks.sort_by(|x, y| x.id.cmp(&y.id));
+        edit(&mut saved);
+        fs::write(&path, checkpoint::encode(&saved).unwrap()).unwrap();
+        let store = Arc::new(TaskStore::open(dir.path(), Options::default()).unwrap());
+        (dir, store)
+    };
+    // Task "a" listed twice: the checkpoint is ignored, the log replayed.
+    let (_dir, store) = crafted_store(&|c| c.tasks.push(c.tasks[0].clone()));
+    assert_eq!(store.open_report().checkpoint_position, None);
+    let page = store.list(&ListQuery::default()).unwrap();
+    assert_eq!((store.len(), page.total_size, page.tasks.len()), (2, 2, 2));
+    // Task "a" pointing at the batch creating "b" (position 2).
+    let (_dir, store) = crafted_store(&|c| c.tasks[0].batches[0].0 = 2);
+    assert!(store.open_report().checkpoint_position.is_some());
+    assert!(matches!(
+        store.get("a", None),
+        Err(Error::InvalidPayload { position: 2, .. })
+    ));
+    assert_eq!(store.get("b", None).unwrap().id, "b");
+    // Task "b" at version 5 while its last record (position 3) ends at version 2.
+    let (_dir, store) = crafted_store(&|c| {
+        c.tasks[1].version = 5;
+        c.tasks[1].batches[1].1 = 5;
+    });
+    assert!(store.open_report().checkpoint_position.is_some());
+    let mut subscription = store.subscribe("b", 1).unwrap();
+    let mut delivered = 0;
+    let end = loop {
+        match subscription.try_next() {
+            Ok(Next::Delivery(delivery)) => {
+                delivered += delivery.events.len();
+                assert!(delivered <= 5, "the subscription repeats a delivery");
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(delivered, 2);
+    assert!(matches!(
+        end,
+        Err(Error::InvalidPayload { position: 3, .. })
+    ));
 }
