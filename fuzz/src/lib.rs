@@ -18,14 +18,18 @@
 //! to a fresh temporary directory per call, in `/dev/shm` when it exists (fsync is free there)
 //! or in `TASKLOG_FUZZ_TMPDIR`.
 
+use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
+use tasklog_engine::checkpoint::Checkpoint;
 use tasklog_engine::event::{EventBatch, TASK_BATCH_KIND};
 use tasklog_engine::index::{self, Entries, IndexEntry};
-use tasklog_engine::limits::PAYLOAD_BYTES_MAX;
+use tasklog_engine::limits::{PAYLOAD_BYTES_MAX, VERSION_MAX};
+use tasklog_engine::model::{TaskState, Timestamp};
+use tasklog_engine::subscribe::Next;
 use tasklog_engine::{
     Error, ListQuery, Log, NewRecord, NewTask, Options, Position, RecoveryMode, SyncPolicy,
     TaskStore, checkpoint, frame, record, segment,
@@ -467,21 +471,43 @@ fn walk_store(store: &TaskStore) -> Result<usize, Error> {
     Ok(listed)
 }
 
+/// Control bit of `checkpoint_file`: the rest of the input is not the file but edits to the
+/// template store's own checkpoint (see [`edit_checkpoint`]), encoded with valid CRCs.
+pub const CHECKPOINT_EDIT: u8 = 0x04;
+
 /// Target `checkpoint_file`: `checkpoint::decode`, then a task store opened with the bytes as
 /// its `tasks.checkpoint`.
 ///
 /// Control byte: [`FIX_CRC`] repairs the payload length, the payload CRC and the header CRC;
-/// `0x02` opens the store even when `decode` refuses the bytes. Checks: an accepted checkpoint
-/// survives encode and decode unchanged; the store opens (a refused checkpoint is ignored and the
-/// log replayed, so then it must hold exactly the template's tasks); listing, getting, writing,
-/// checkpointing and reopening do not panic, and the reopen succeeds.
+/// `0x02` opens the store even when `decode` refuses the bytes; [`CHECKPOINT_EDIT`] builds the
+/// file from edits (so that mutations reach checkpoints that pass every check of the decoder but
+/// do not match the log). Checks: an accepted checkpoint survives encode and decode unchanged;
+/// the store opens (a refused checkpoint is ignored and the log replayed, so then it must hold
+/// exactly the template's tasks); whatever the checkpoint says, the store keeps the promises of
+/// its API (see [`check_store_answers`]); writing, checkpointing and reopening do not panic, and
+/// the reopen succeeds.
 ///
 /// # Errors
 /// A broken promise.
 pub fn checkpoint_file(data: &[u8]) -> Result<()> {
     let mut input = Input::new(data);
     let control = input.u8();
-    let mut bytes = input.rest().to_vec();
+    let template = store_template()?;
+    let mut bytes = if control & CHECKPOINT_EDIT != 0 {
+        let (_, original) = template
+            .iter()
+            .find(|(name, _)| name == checkpoint::FILE_NAME)
+            .context("the template has a checkpoint")?;
+        let mut saved =
+            checkpoint::decode(original).map_err(|e| anyhow!("template checkpoint: {e}"))?;
+        // The store writes tasks in hash order, which changes from process to process; edits
+        // name tasks by index, so sort them.
+        saved.tasks.sort_by(|a, b| a.id.cmp(&b.id));
+        edit_checkpoint(&mut saved, &mut input);
+        checkpoint::encode(&saved).context("encode the edited checkpoint")?
+    } else {
+        input.rest().to_vec()
+    };
     if control & FIX_CRC != 0 && bytes.len() >= checkpoint::HEADER_BYTES {
         let payload = bytes.get(checkpoint::HEADER_BYTES..).unwrap_or_default();
         let (len, payload_crc) = (payload.len() as u64, crc(payload));
@@ -506,7 +532,6 @@ pub fn checkpoint_file(data: &[u8]) -> Result<()> {
     if decoded.is_err() && control & 0x02 == 0 {
         return Ok(());
     }
-    let template = store_template()?;
     let dir = scratch_dir()?;
     for (name, file) in template {
         fs::write(dir.path().join(name), file).context("copy template")?;
@@ -527,6 +552,16 @@ pub fn checkpoint_file(data: &[u8]) -> Result<()> {
             store.len()
         );
     }
+    let mut ids: Vec<String> = seeds::STORE_TASK_IDS
+        .iter()
+        .map(|id| id.to_string())
+        .collect();
+    if let Ok(saved) = &decoded {
+        ids.extend(saved.tasks.iter().map(|task| task.id.clone()));
+    }
+    let store = Arc::new(store);
+    check_store_answers(&store, &ids)?;
+    let store = Arc::try_unwrap(store).map_err(|_| anyhow!("a subscription outlived its check"))?;
     // Writes may be refused (the checkpoint may name tasks the log does not hold); they must not
     // panic, and whatever the store writes must open again.
     let _ = store.create(NewTask {
@@ -545,6 +580,154 @@ pub fn checkpoint_file(data: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// What a task store must answer whatever its files say (its reads may fail with an error):
+/// a listing names each task once and counts [`TaskStore::len`] tasks; `get(id)` returns the
+/// task `id`; a subscription's every delivery carries events and advances its version, so that
+/// following a task ends instead of repeating a delivery forever.
+///
+/// # Errors
+/// A broken promise.
+pub fn check_store_answers(store: &Arc<TaskStore>, ids: &[String]) -> Result<()> {
+    let mut query = ListQuery {
+        page_size: Some(2),
+        ..ListQuery::default()
+    };
+    let mut listed = HashSet::new();
+    for _ in 0..1000 {
+        let Ok(page) = store.list(&query) else { break };
+        ensure!(
+            page.total_size == store.len() as u64,
+            "list counts {} tasks, the store holds {}",
+            page.total_size,
+            store.len()
+        );
+        for task in &page.tasks {
+            ensure!(
+                listed.insert(task.id.clone()),
+                "list names {:?} twice",
+                task.id
+            );
+        }
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        query.page_token = Some(page.next_page_token);
+    }
+    for id in ids {
+        if let Ok(task) = store.get(id, None) {
+            ensure!(task.id == *id, "get({id:?}) returned task {:?}", task.id);
+        }
+        let Ok(mut subscription) = store.subscribe(id, 1) else {
+            continue;
+        };
+        for _ in 0..64 {
+            let before = subscription.next_version();
+            match subscription.try_next() {
+                Ok(Next::Delivery(delivery)) => ensure!(
+                    !delivery.events.is_empty() && subscription.next_version() > before,
+                    "a subscription to {id:?} delivered {} events at version {} and moved from \
+                     version {before} to {}",
+                    delivery.events.len(),
+                    delivery.first_version,
+                    subscription.next_version()
+                ),
+                Ok(_) | Err(_) => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A value for an edited checkpoint field: small, arbitrary, or near [`VERSION_MAX`] or
+/// `u64::MAX`, chosen by one byte.
+fn edit_value(input: &mut Input<'_>) -> u64 {
+    let selector = input.u8();
+    let small = u64::from(selector >> 2);
+    match selector & 0x03 {
+        0 => small,
+        1 => u64::from_le_bytes(std::array::from_fn(|_| input.u8())),
+        2 => (VERSION_MAX - 32).wrapping_add(small),
+        _ => u64::MAX - small,
+    }
+}
+
+const TASK_STATES: [TaskState; 9] = [
+    TaskState::Unspecified,
+    TaskState::Submitted,
+    TaskState::Working,
+    TaskState::Completed,
+    TaskState::Failed,
+    TaskState::Canceled,
+    TaskState::InputRequired,
+    TaskState::Rejected,
+    TaskState::AuthRequired,
+];
+
+/// Applies up to 16 edits to a checkpoint: per edit, three bytes `op % 8`, `pick`, `arg`, then
+/// values (see [`edit_value`]). `pick` modulo the task count names a task, `arg` a batch, another
+/// task, a state or a variant: 0 the task's version; 1 one of its batches' position and last
+/// version; 2 push a batch (even `arg`) or pop one; 3 give the task another task's id; 4 its
+/// status time; 5 its state; 6 the covered position (even `arg`) or push a rejected position;
+/// 7 copy the task to the end (even `arg`) or remove it.
+pub fn edit_checkpoint(saved: &mut Checkpoint, input: &mut Input<'_>) {
+    for _ in 0..16 {
+        if input.is_empty() {
+            break;
+        }
+        let op = input.u8();
+        let count = saved.tasks.len().max(1);
+        let pick = usize::from(input.u8()) % count;
+        let arg = input.u8();
+        if op % 8 == 6 && arg & 1 == 0 {
+            saved.covered_position = edit_value(input);
+            continue;
+        }
+        if op % 8 == 6 {
+            saved.rejected.push(edit_value(input));
+            continue;
+        }
+        if op % 8 == 7 && arg & 1 == 0 {
+            if let Some(task) = saved.tasks.get(pick).cloned() {
+                saved.tasks.push(task);
+            }
+            continue;
+        }
+        if op % 8 == 7 {
+            if pick < saved.tasks.len() {
+                saved.tasks.remove(pick);
+            }
+            continue;
+        }
+        let other_id = saved
+            .tasks
+            .get(usize::from(arg) % count)
+            .map(|task| task.id.clone());
+        let Some(task) = saved.tasks.get_mut(pick) else {
+            continue;
+        };
+        match op % 8 {
+            0 => task.version = edit_value(input),
+            1 => {
+                let at = usize::from(arg) % task.batches.len().max(1);
+                let edited = (edit_value(input), edit_value(input));
+                if let Some(batch) = task.batches.get_mut(at) {
+                    *batch = edited;
+                }
+            }
+            2 if arg & 1 == 0 => {
+                let edited = (edit_value(input), edit_value(input));
+                task.batches.push(edited);
+            }
+            2 => {
+                task.batches.pop();
+            }
+            3 => task.id = other_id.unwrap_or_default(),
+            4 => task.status_timestamp = Timestamp(edit_value(input) as i64),
+            _ => task.state = TASK_STATES[usize::from(arg) % TASK_STATES.len()],
+        }
+    }
+}
+
 /// Target `event_batch`: an arbitrary payload appended to a real log as one record after a
 /// real task creation, read back and decoded with `record::access` / `record::decode` as
 /// `EventBatch`, then (optionally) replayed by a task store.
@@ -553,7 +736,8 @@ pub fn checkpoint_file(data: &[u8]) -> Result<()> {
 /// `0x02` opens a task store on the log; `0x04` moves the record into a sealed, memory-mapped
 /// segment before reading it. Checks: the payload reads back byte-exact; `access` and `decode`
 /// agree; an accepted batch survives serialize and decode unchanged; the store refuses to open
-/// only for a task record that is not an `EventBatch`; listing and getting do not panic.
+/// only for a task record that is not an `EventBatch`; listing and getting succeed, and the
+/// store keeps the promises of [`check_store_answers`].
 ///
 /// # Errors
 /// A broken promise.
@@ -624,6 +808,12 @@ pub fn event_batch(data: &[u8]) -> Result<()> {
             // Folding a batch that passed the store's checks must work: get and list succeed.
             let walked = walk_store(&store);
             ensure!(walked.is_ok(), "listing after replay failed: {walked:?}");
+            let mut ids = vec![seeds::STORE_ACTIVE_TASK.to_string()];
+            ids.extend(decoded.as_ref().ok().map(|batch| batch.task_id.clone()));
+            let store = Arc::new(store);
+            check_store_answers(&store, &ids)?;
+            let store =
+                Arc::try_unwrap(store).map_err(|_| anyhow!("a subscription outlived its check"))?;
             store.close().map_err(|e| anyhow::anyhow!("close: {e}"))?;
         }
         Err(Error::InvalidPayload { .. }) if kind == TASK_BATCH_KIND && decoded.is_err() => {}

@@ -15,12 +15,14 @@ use tasklog_engine::model::{
 use tasklog_engine::{Log, NewRecord, NewTask, RecoveryMode, SyncPolicy, TaskStore, checkpoint};
 use tasklog_engine::{frame, record, segment};
 
-use crate::{FIX_CRC, options, scratch_dir};
+use crate::{CHECKPOINT_EDIT, FIX_CRC, options, scratch_dir};
 
 /// Tasks in the store written by [`write_store`].
 pub const STORE_TASKS: usize = 3;
 /// A task of that store that is still working (not terminal).
 pub const STORE_ACTIVE_TASK: &str = "task-active";
+/// Every task id of that store.
+pub const STORE_TASK_IDS: [&str; STORE_TASKS] = [STORE_ACTIVE_TASK, "task-done", "task-3"];
 
 /// One seed: the target it is for, a file name, and the bytes.
 pub type Seed = (&'static str, String, Vec<u8>);
@@ -438,6 +440,36 @@ pub fn generate() -> Result<Vec<Seed>> {
         "truncated_store",
         with_control(0x02, real.get(..real.len() / 2).unwrap_or_default()),
     );
+    // Edits of the template's checkpoint (`CHECKPOINT_EDIT`), tasks sorted by id: 0 `task-3`
+    // (batch (3, 1)), 1 `task-active` (batches (1, 1), (4, 2), (5, 5)), 2 `task-done` (batches
+    // (2, 1), (6, 2)). Value bytes: `4 * n` is n, `4 * n + 2` is `VERSION_MAX - 32 + n`, `4 * n + 3`
+    // is `u64::MAX - n`.
+    let edits: &[(&str, &[u8])] = &[
+        ("edit_none", &[]),
+        // Regressions (the fuzz campaign of 2026-11-21): a task at version u64::MAX made the next
+        // write overflow; one at VERSION_MAX past its last batch made a subscription repeat a
+        // delivery forever; a task listed twice was listed twice; a batch of another task made
+        // `get` return that task.
+        ("task_version_overflow", &[0, 1, 0, 3, 1, 1, 2, 20, 3]),
+        ("task_version_at_maximum", &[0, 1, 0, 130, 1, 1, 2, 20, 130]),
+        ("task_listed_twice", &[7, 0, 0]),
+        ("batch_of_another_task", &[1, 0, 0, 8, 4]),
+        // One edit of each other kind.
+        ("edit_push_pop_batch", &[2, 2, 0, 48, 12, 2, 2, 1]),
+        ("edit_state_time", &[5, 1, 3, 4, 0, 0, 2]),
+        (
+            "edit_covered_rejected",
+            &[6, 0, 0, 24, 6, 0, 1, 12, 7, 1, 1],
+        ),
+    ];
+    for (name, edits) in edits {
+        // 0x02: open the store even when the edited checkpoint is refused.
+        add(
+            "checkpoint_file",
+            name,
+            [&[CHECKPOINT_EDIT | 0x02][..], edits].concat(),
+        );
+    }
 
     // Operation sequences: appends that roll segments, reads, syncs, crashes, faults, reopen.
     let ops: &[(&str, &[u8])] = &[
