@@ -664,7 +664,7 @@ const TASK_STATES: [TaskState; 9] = [
 ];
 
 /// Applies up to 16 edits to a checkpoint: per edit, three bytes `op % 8`, `pick`, `arg`, then
-/// values (see [`edit_value`]). `pick` modulo the task count names a task, `arg` a batch, another
+/// values (see `edit_value`). `pick` modulo the task count names a task, `arg` a batch, another
 /// task, a state or a variant: 0 the task's version; 1 one of its batches' position and last
 /// version; 2 push a batch (even `arg`) or pop one; 3 give the task another task's id; 4 its
 /// status time; 5 its state; 6 the covered position (even `arg`) or push a rejected position;
