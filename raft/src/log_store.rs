@@ -49,6 +49,9 @@ struct Meta {
 pub struct LogStore {
     store: Arc<TaskStore>,
     meta: Arc<Mutex<MetaState>>,
+    /// Held (on a blocking thread) across a meta file write, so writes reach the file in order;
+    /// `meta` itself is only ever held briefly, never across I/O.
+    meta_writes: Arc<Mutex<()>>,
     flusher: mpsc::Sender<Flush>,
 }
 
@@ -107,6 +110,7 @@ impl LogStore {
                 meta,
                 committed_written: Instant::now(),
             })),
+            meta_writes: Arc::new(Mutex::new(())),
             flusher,
         })
     }
@@ -140,20 +144,22 @@ impl LogStore {
     /// Changes the meta and writes the file (durably) before returning.
     async fn write_meta(&self, change: impl FnOnce(&mut Meta) + Send + 'static) -> io::Result<()> {
         let meta = self.meta.clone();
+        let writes = self.meta_writes.clone();
         let store = self.store.clone();
-        let mut change = Some(change);
         tokio::task::spawn_blocking(move || {
-            // Held across the write so that two writers cannot reorder their files.
-            let mut state = meta.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(change) = change.take() {
+            let _ordered = writes.lock().unwrap_or_else(PoisonError::into_inner);
+            let bytes = {
+                let mut state = meta.lock().unwrap_or_else(PoisonError::into_inner);
                 change(&mut state.meta);
-            }
-            let bytes = serde_json::to_vec(&state.meta).map_err(io::Error::other)?;
+                serde_json::to_vec(&state.meta).map_err(io::Error::other)?
+            };
             store
                 .log()
                 .write_side_file(META_FILE, &bytes)
                 .map_err(io_error)?;
-            state.committed_written = Instant::now();
+            meta.lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .committed_written = Instant::now();
             Ok(())
         })
         .await

@@ -3,7 +3,7 @@
 //! position, shut down in order).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -293,11 +293,6 @@ impl Node {
             .await
             .map_err(|e| NodeError::Raft(e.to_string()))??;
         Ok(())
-    }
-
-    /// The directory layout, for tools: where the engine log of a node directory is.
-    pub fn log_dir(dir: &Path) -> PathBuf {
-        dir.join("log")
     }
 }
 
