@@ -90,6 +90,7 @@ mod store;
 pub mod subscribe;
 mod task;
 mod verify;
+pub mod write_wire;
 
 pub use config::{Options, RecoveryMode, SyncPolicy};
 pub use entry::{Appended, Entry, NewRecord, Position};

@@ -9,6 +9,8 @@
 //! - [`state_machine`]: the engine's task state; commands are decided at apply, the same way on
 //!   every node; snapshots are the log prefix plus the table ([`snapshot`]).
 //! - [`node`]: one node assembled: write through the leader, read index, wait for a position.
+//! - [`forward`]: writes reaching a follower sent to the leader over the transport, and the
+//!   node's transport handler ([`forward::NodeHandler`]).
 //! - [`network`]: the RPC transport the Raft layer sits on: QUIC (quinn) with mutual TLS (rustls,
 //!   ring) against the cluster CA, one connection per peer, one stream per RPC, deadlines, size
 //!   caps, and streamed transfers with a no-progress timeout; it knows neither openraft nor the
@@ -23,6 +25,7 @@
 #![cfg_attr(not(test), deny(clippy::panic))]
 
 pub mod certs;
+pub mod forward;
 pub mod log_store;
 pub mod network;
 pub mod node;
