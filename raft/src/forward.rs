@@ -27,6 +27,10 @@ use crate::types::{NodeId, Rejection};
 /// Application kind of a forwarded write (the Raft RPCs use 0x01..=0x10).
 pub const KIND_FORWARD_WRITE: u8 = 0x20;
 
+/// Application kind of a read-index request: the leader confirms its leadership with a quorum
+/// and answers with the position a linearizable read must wait for (empty payload).
+pub const KIND_READ_INDEX: u8 = 0x21;
+
 /// Version byte in front of every [`ForwardReply`].
 const REPLY_VERSION: u8 = 1;
 
@@ -63,6 +67,11 @@ pub enum ForwardReply {
     Unknown,
     /// Raft or storage failed on the leader.
     Failed(String),
+    /// The answer to [`KIND_READ_INDEX`]: a read that waits for this position is linearizable.
+    ReadPoint {
+        /// The position.
+        position: u64,
+    },
 }
 
 impl ForwardReply {
@@ -113,17 +122,26 @@ impl NodeHandler {
 
 impl Handler for NodeHandler {
     fn call(&self, kind: u8, payload: Vec<u8>) -> BoxFuture<HandlerResult> {
-        if kind != KIND_FORWARD_WRITE {
-            return self.raft.call(kind, payload);
-        }
         let node = self.node.clone();
-        Box::pin(async move {
-            let reply = match decode_write(&payload) {
-                Ok(write) => ForwardReply::from(node.write(write).await),
-                Err(error) => ForwardReply::Rejected(error.into()),
-            };
-            reply.encode()
-        })
+        match kind {
+            KIND_FORWARD_WRITE => Box::pin(async move {
+                let reply = match decode_write(&payload) {
+                    Ok(write) => ForwardReply::from(node.write(write).await),
+                    Err(error) => ForwardReply::Rejected(error.into()),
+                };
+                reply.encode()
+            }),
+            KIND_READ_INDEX => Box::pin(async move {
+                let reply = match node.linearizable().await {
+                    Ok(position) => ForwardReply::ReadPoint {
+                        position: position.get(),
+                    },
+                    Err(error) => ForwardReply::from(Err(error)),
+                };
+                reply.encode()
+            }),
+            _ => self.raft.call(kind, payload),
+        }
     }
 
     fn stream(&self, kind: u8, header: Vec<u8>, chunks: ChunkStream) -> BoxFuture<HandlerResult> {
@@ -195,11 +213,60 @@ impl Forwarder {
                     Ok(ForwardReply::Failed(reason)) => return Err(NodeError::Raft(reason)),
                     // Nothing was proposed: look for the leader again.
                     Ok(ForwardReply::NotLeader { .. }) | Err(Retry::NotSent) => {}
+                    Ok(ForwardReply::ReadPoint { .. }) => {
+                        return Err(NodeError::Raft(
+                            "the leader answered a write with a read point".into(),
+                        ));
+                    }
                     Err(Retry::MaybeSent(reason)) => {
                         tracing::warn!(leader, %reason, "forwarded write's outcome unknown");
                         return Err(NodeError::Unknown);
                     }
                     Err(Retry::Broken(reason)) => return Err(NodeError::Raft(reason)),
+                }
+            }
+            if Instant::now() >= give_up {
+                return Err(NodeError::NotLeader {
+                    leader: None,
+                    address: None,
+                });
+            }
+            tokio::time::sleep(LEADER_POLL).await;
+        }
+    }
+
+    /// A linearizable read point from any node: this node's read index if it leads, else the
+    /// leader's; then waits until this node has applied up to it. Reads after it see every write
+    /// acknowledged before the call.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] with `leader: None` when no leader appeared in time,
+    /// [`NodeError::Timeout`] when this node did not apply up to the point in time, Raft errors.
+    pub async fn read_point(&self) -> Result<Position, NodeError> {
+        let give_up = Instant::now() + self.leader_wait;
+        loop {
+            let (leader, address) = match self.node.linearizable().await {
+                Err(NodeError::NotLeader { leader, address }) => (leader, address),
+                other => return other,
+            };
+            if let (Some(leader), Some(address)) = (leader, address) {
+                match self
+                    .call(leader, &address, KIND_READ_INDEX, Vec::new())
+                    .await
+                {
+                    Ok(ForwardReply::ReadPoint { position }) => {
+                        let position = Position::new(position);
+                        let left = give_up.saturating_duration_since(Instant::now());
+                        self.node
+                            .wait_applied(position, left.max(LEADER_WAIT_DEFAULT))
+                            .await?;
+                        return Ok(position);
+                    }
+                    Ok(ForwardReply::Failed(reason)) => return Err(NodeError::Raft(reason)),
+                    Err(Retry::Broken(reason)) => return Err(NodeError::Raft(reason)),
+                    // Not the leader any more, or unreachable, or slow: a read point is safe to
+                    // ask again.
+                    Ok(_) | Err(Retry::NotSent | Retry::MaybeSent(_)) => {}
                 }
             }
             if Instant::now() >= give_up {
@@ -218,6 +285,16 @@ impl Forwarder {
         address: &str,
         bytes: Vec<u8>,
     ) -> Result<ForwardReply, Retry> {
+        self.call(leader, address, KIND_FORWARD_WRITE, bytes).await
+    }
+
+    async fn call(
+        &self,
+        leader: NodeId,
+        address: &str,
+        kind: u8,
+        bytes: Vec<u8>,
+    ) -> Result<ForwardReply, Retry> {
         let addr = address
             .parse()
             .map_err(|e| Retry::Broken(format!("leader {leader}'s address {address:?}: {e}")))?;
@@ -225,7 +302,29 @@ impl Forwarder {
             .transport
             .peer(addr, &node_server_name(leader))
             .map_err(|e| Retry::Broken(e.to_string()))?;
-        match peer.call(KIND_FORWARD_WRITE, bytes, FORWARD_DEADLINE).await {
+        // A leader that dies with the call in flight never answers; this node learns of its
+        // successor within an election timeout, and the call's outcome is then unknown (it may
+        // have committed before the leader died), so there is no point waiting longer.
+        let raft = self.node.raft().clone();
+        let leader_changed = async move {
+            let changed = raft
+                .wait(None)
+                .metrics(move |m| m.current_leader != Some(leader), "leader changed")
+                .await;
+            if changed.is_err() {
+                // Raft stopped: let the call's own deadline decide.
+                std::future::pending::<()>().await;
+            }
+        };
+        let answer = tokio::select! {
+            answer = peer.call(kind, bytes, FORWARD_DEADLINE) => answer,
+            () = leader_changed => {
+                return Err(Retry::MaybeSent(format!(
+                    "leader {leader} was replaced while the request was in flight"
+                )));
+            }
+        };
+        match answer {
             Ok(reply) => ForwardReply::decode(&reply).map_err(Retry::MaybeSent),
             Err(RpcError::Unreachable { .. } | RpcError::Tls { .. } | RpcError::Refused { .. }) => {
                 Err(Retry::NotSent)
@@ -263,6 +362,7 @@ mod tests {
             ForwardReply::NotLeader { leader: Some(2) },
             ForwardReply::Unknown,
             ForwardReply::Failed("disk".into()),
+            ForwardReply::ReadPoint { position: 12 },
         ];
         for reply in replies {
             let bytes = reply.encode().unwrap();

@@ -2,14 +2,15 @@
 //! the calls the server makes (write through the leader, read at a consistency level, wait for a
 //! position, shut down in order).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
-use openraft::{Config, RaftNetworkFactory, SnapshotPolicy};
+use openraft::{ChangeMembers, Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
+use serde::{Deserialize, Serialize};
 use tasklog_engine::{Options, Position, SyncPolicy, TaskStore, Write, Written};
 
 use crate::log_store::LogStore;
@@ -46,6 +47,36 @@ pub enum NodeError {
     /// Raft stopped, or storage failed.
     #[error("raft: {0}")]
     Raft(String),
+}
+
+/// A node's view of itself and the cluster, for status pages and tools: positions are log
+/// positions (0 = none yet).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeStatus {
+    /// This node.
+    pub node_id: NodeId,
+    /// `leader`, `follower`, `candidate`, `learner` or `shutdown`.
+    pub role: String,
+    /// Current term.
+    pub term: u64,
+    /// The leader this node knows of.
+    pub leader: Option<NodeId>,
+    /// Last position in this node's log (durable or about to be).
+    pub last_position: u64,
+    /// Last position this node knows to be committed.
+    pub committed_position: u64,
+    /// Last position applied to this node's task state (what its reads see).
+    pub applied_position: u64,
+    /// Every member (voters and learners) with its QUIC address.
+    pub members: BTreeMap<NodeId, String>,
+    /// The voters.
+    pub voters: Vec<NodeId>,
+    /// The learners.
+    pub learners: Vec<NodeId>,
+    /// On the leader: the last position each member is known to hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replication: Option<BTreeMap<NodeId, u64>>,
 }
 
 /// Timing of a node (defaults suit a LAN or loopback).
@@ -147,6 +178,128 @@ impl Node {
     pub fn metrics(&self) -> openraft::RaftMetrics<TypeConfig> {
         use openraft::type_config::async_runtime::WatchReceiver;
         self.raft.metrics().borrow_watched().clone()
+    }
+
+    /// This node's view of itself and the cluster.
+    pub fn status(&self) -> NodeStatus {
+        let metrics = self.metrics();
+        let position = |log_id: Option<&crate::types::LogId>| {
+            log_id.map_or(0, |id| position_of(id.index()).get())
+        };
+        let role = match metrics.state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        };
+        let membership = metrics.membership_config.membership();
+        NodeStatus {
+            node_id: self.id,
+            role: role.into(),
+            term: metrics.current_term,
+            leader: metrics.current_leader,
+            last_position: metrics
+                .last_log_index
+                .map_or(0, |index| position_of(index).get()),
+            committed_position: position(metrics.local_committed.as_ref()),
+            applied_position: position(metrics.last_applied.as_ref()),
+            members: membership
+                .nodes()
+                .map(|(id, node)| (*id, node.addr.clone()))
+                .collect(),
+            voters: membership.voter_ids().collect(),
+            learners: membership.learner_ids().collect(),
+            replication: metrics.replication.as_ref().map(|replication| {
+                replication
+                    .iter()
+                    .map(|(id, matched)| (*id, position(matched.as_ref())))
+                    .collect()
+            }),
+        }
+    }
+
+    /// Adds `id` at `address` as a learner (it receives the log, does not vote) and, when
+    /// `wait`, returns once it has caught up with the leader. Leader only.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] on a follower, Raft's refusal.
+    pub async fn add_learner(
+        &self,
+        id: NodeId,
+        address: String,
+        wait: bool,
+    ) -> Result<(), NodeError> {
+        self.raft
+            .add_learner(id, BasicNode::new(address), wait)
+            .await
+            .map(drop)
+            .map_err(write_error)
+    }
+
+    /// Makes `voters` the voting members (each must already be a member; a new one joins as a
+    /// learner first). Voters removed stay as learners when `keep_as_learners`, else leave the
+    /// cluster. Leader only; returns once the change is committed.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] on a follower, Raft's refusal (an unknown node, an empty set).
+    pub async fn change_voters(
+        &self,
+        voters: BTreeSet<NodeId>,
+        keep_as_learners: bool,
+    ) -> Result<(), NodeError> {
+        self.raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters), keep_as_learners)
+            .await
+            .map(drop)
+            .map_err(write_error)
+    }
+
+    /// Removes `ids` from the cluster (voters and learners alike). Leader only.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] on a follower, Raft's refusal.
+    pub async fn remove_nodes(&self, ids: BTreeSet<NodeId>) -> Result<(), NodeError> {
+        let status = self.status();
+        if status.voters.iter().any(|id| ids.contains(id)) {
+            let voters = status.voters.into_iter().filter(|id| !ids.contains(id));
+            self.change_voters(voters.collect(), false).await?;
+        }
+        let learners: BTreeSet<NodeId> = self
+            .status()
+            .learners
+            .into_iter()
+            .filter(|id| ids.contains(id))
+            .collect();
+        if !learners.is_empty() {
+            self.raft
+                .change_membership(ChangeMembers::RemoveNodes(learners), false)
+                .await
+                .map_err(write_error)?;
+        }
+        Ok(())
+    }
+
+    /// Asks the leader to hand leadership to `to` (which then campaigns at once). Returns when
+    /// the request is queued; watch [`Node::status`] for the outcome.
+    ///
+    /// # Errors
+    /// [`NodeError::NotLeader`] when this node does not lead; Raft stopped.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), NodeError> {
+        let status = self.status();
+        if status.leader != Some(self.id) {
+            return Err(NodeError::NotLeader {
+                leader: status.leader,
+                address: status
+                    .leader
+                    .and_then(|leader| status.members.get(&leader).cloned()),
+            });
+        }
+        self.raft
+            .trigger()
+            .transfer_leader(to)
+            .await
+            .map_err(|e| NodeError::Raft(e.to_string()))
     }
 
     /// The local task store: reads answer from its applied state.

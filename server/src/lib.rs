@@ -1,9 +1,18 @@
 //! `tasklog-server`: the tasklog node (binary `tasklog`).
 //!
-//! Today it holds the `demo` command, which exercises the engine's segment log on a local data
-//! directory. The node itself comes next (DESIGN.md §5): axum routes for the A2A task methods
-//! (JSON-RPC and HTTP+JSON), SSE fed from the committed log, the worker API (claim with lease,
-//! heartbeat, ack), health and metrics, and a local three-node cluster in one command.
+//! - [`serve`]: one node: QUIC + mutual TLS to its peers (Raft), HTTP for clients ([`http`]),
+//!   configured by flags or a TOML file ([`config`]), stopped in order on SIGINT / SIGTERM.
+//! - [`cluster`]: a local three-node cluster in one command, with a demo load and a live table of
+//!   what every node has committed and applied; [`client`] is the HTTP client it uses.
+//! - [`demo`], [`inspect`]: the engine alone on a local directory.
+//!
+//! Next (DESIGN.md §5): the A2A task methods (JSON-RPC and HTTP+JSON), SSE fed from the
+//! committed log on every node, the worker API (claim with lease, heartbeat, ack) and metrics.
 
+pub mod client;
+pub mod cluster;
+pub mod config;
 pub mod demo;
+pub mod http;
 pub mod inspect;
+pub mod serve;
