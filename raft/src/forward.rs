@@ -306,10 +306,16 @@ impl Forwarder {
         // successor within an election timeout, and the call's outcome is then unknown (it may
         // have committed before the leader died), so there is no point waiting longer.
         let raft = self.node.raft().clone();
+        let term = self.node.metrics().current_term;
         let leader_changed = async move {
+            // Another leader known, or a newer term: not a leader view that merely blinks
+            // (a restarted node forgets and relearns its leader).
             let changed = raft
                 .wait(None)
-                .metrics(move |m| m.current_leader != Some(leader), "leader changed")
+                .metrics(
+                    move |m| m.current_term > term || m.current_leader.is_some_and(|l| l != leader),
+                    "leader changed",
+                )
                 .await;
             if changed.is_err() {
                 // Raft stopped: let the call's own deadline decide.

@@ -201,7 +201,7 @@ impl NodeConfig {
             heartbeat,
             election_timeout,
         };
-        if config.raft_addr == config.http_addr {
+        if config.raft_addr == config.http_addr && config.raft_addr.port() != 0 {
             return Err(ConfigError::Invalid(format!(
                 "the QUIC and HTTP addresses are both {}",
                 config.raft_addr

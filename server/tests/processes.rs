@@ -418,3 +418,350 @@ fn read_log(dir: &Path) -> Vec<(u64, u64, u8, Vec<u8>)> {
     log.close().unwrap();
     out
 }
+
+/// A raw HTTP request on loopback: status, body.
+fn raw(
+    base: &str,
+    method: &str,
+    path: &str,
+    content_type: &str,
+    body: &[u8],
+) -> (u16, serde_json::Value) {
+    let agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(20)))
+        .build()
+        .new_agent();
+    let url = format!("{base}{path}");
+    let response = match method {
+        "GET" => agent.get(&url).call(),
+        _ => agent
+            .post(&url)
+            .header("content-type", content_type)
+            .send(body),
+    };
+    let mut response = response.unwrap();
+    let status = response.status().as_u16();
+    let text = response.body_mut().read_to_string().unwrap();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+    )
+}
+
+fn reason(body: &serde_json::Value) -> &str {
+    body["error"]["details"][0]["reason"].as_str().unwrap_or("")
+}
+
+#[test]
+fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
+    let cluster = Cluster::start(1);
+    let client = &cluster.clients[&1];
+    let base = client.base_url().to_owned();
+    let created = client
+        .create(&CreateRequest {
+            task_id: Some("t-1".into()),
+            ..CreateRequest::default()
+        })
+        .unwrap();
+    assert_eq!(created.version, 1);
+
+    // Engine refusals, typed.
+    let error = client.get("missing", "").unwrap_err();
+    assert!(
+        matches!(error, ClientError::Api { status: 404, .. }),
+        "{error}"
+    );
+    assert_eq!(error.reason(), Some("TASK_NOT_FOUND"));
+    let error = client
+        .create(&CreateRequest {
+            task_id: Some("t-1".into()),
+            ..CreateRequest::default()
+        })
+        .unwrap_err();
+    assert_eq!(
+        (error.reason(), status_of(&error)),
+        (Some("TASK_EXISTS"), 409)
+    );
+    let working = |expected| AppendRequest {
+        expected_version: expected,
+        events: vec![EventBody::Status(TaskStatus::new(TaskState::Working))],
+    };
+    let error = client.append("t-1", &working(Some(7))).unwrap_err();
+    assert_eq!(
+        (error.reason(), status_of(&error)),
+        (Some("VERSION_CONFLICT"), 409)
+    );
+    assert!(error.to_string().contains("version 1"), "{error}");
+    client.append("t-1", &working(Some(1))).unwrap();
+    client
+        .append(
+            "t-1",
+            &AppendRequest {
+                expected_version: None,
+                events: vec![EventBody::Status(TaskStatus::new(TaskState::Completed))],
+            },
+        )
+        .unwrap();
+    let error = client.append("t-1", &working(None)).unwrap_err();
+    assert_eq!(
+        (error.reason(), status_of(&error)),
+        (Some("TASK_TERMINAL"), 400)
+    );
+    let (status, body) = raw(
+        &base,
+        "POST",
+        "/tasklog/v1/tasks/t-1/events",
+        "application/json",
+        br#"{"events":[]}"#,
+    );
+    assert_eq!((status, reason(&body)), (400, "INVALID_ARGUMENT"), "{body}");
+
+    // Bad bodies, routes and queries.
+    let cases: [(&str, &str, &str, &[u8], u16, &str); 7] = [
+        (
+            "POST",
+            "/tasklog/v1/tasks",
+            "application/json",
+            b"{not json",
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "POST",
+            "/tasklog/v1/tasks",
+            "application/json",
+            br#"{"colour":"red"}"#,
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "POST",
+            "/tasklog/v1/tasks",
+            "text/plain",
+            b"{}",
+            415,
+            "CONTENT_TYPE_NOT_SUPPORTED",
+        ),
+        (
+            "POST",
+            "/tasklog/v1/tasks",
+            "application/json",
+            br#"{"state":"TASK_STATE_UNSPECIFIED"}"#,
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "GET",
+            "/tasklog/v1/tasks/t-1?historyLength=-3",
+            "",
+            b"",
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        (
+            "GET",
+            "/tasklog/v1/tasks/t-1?consistency=eventual",
+            "",
+            b"",
+            400,
+            "INVALID_ARGUMENT",
+        ),
+        ("GET", "/no/such/route", "", b"", 404, "NO_SUCH_ROUTE"),
+    ];
+    for (method, path, content_type, body, status, expected) in cases {
+        let (got, answer) = raw(&base, method, path, content_type, body);
+        assert_eq!(
+            (got, reason(&answer)),
+            (status, expected),
+            "{method} {path}: {answer}"
+        );
+        assert_eq!(answer["error"]["code"], status, "{answer}");
+    }
+    let huge = vec![b' '; 3 << 20];
+    let (status, answer) = raw(
+        &base,
+        "POST",
+        "/tasklog/v1/tasks",
+        "application/json",
+        &huge,
+    );
+    assert_eq!((status, reason(&answer)), (413, "TOO_LARGE"), "{answer}");
+
+    // Reads at every consistency, and the node still serves.
+    let read = client
+        .get("t-1", "consistency=linearizable&historyLength=0")
+        .unwrap();
+    assert_eq!(
+        (read.version, read.task.status.state),
+        (3, TaskState::Completed)
+    );
+    let read = client
+        .get("t-1", &format!("atLeastPosition={}", read.applied_position))
+        .unwrap();
+    assert_eq!(read.version, 3);
+    let error = client
+        .get("t-1", "atLeastPosition=1000000&waitMs=100")
+        .unwrap_err();
+    assert_eq!(
+        (error.reason(), status_of(&error)),
+        (Some("NOT_APPLIED_YET"), 504)
+    );
+    assert!(client.healthy());
+    let (status, body) = raw(&base, "GET", "/readyz", "", b"");
+    assert_eq!(status, 200, "{body}");
+}
+
+fn status_of(error: &ClientError) -> u16 {
+    match error {
+        ClientError::Api { status, .. } => *status,
+        _ => 0,
+    }
+}
+
+#[test]
+fn membership_changes_over_http() {
+    // Two voters, then node 3 started with no bootstrap joins as a learner, becomes a voter,
+    // takes the leadership, and node 1 is removed.
+    let mut cluster = Cluster::start(3);
+    let ids = [1, 2, 3];
+    let leader = cluster.leader(&ids);
+    let leader_client = cluster.clients[&leader].clone();
+    let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
+    let (removed, kept) = (others[0], others[1]);
+    let status = leader_client.remove_node(removed).unwrap();
+    assert!(!status.members.contains_key(&removed), "{status:?}");
+    assert_eq!(status.voters.len(), 2);
+    let addr = cluster
+        .procs
+        .iter()
+        .find(|p| p.id == removed)
+        .map(|p| p.args[p.args.iter().position(|a| a == "--raft-addr").unwrap() + 1].clone())
+        .unwrap();
+    // A follower refuses membership changes with the leader's id.
+    let error = cluster.clients[&kept]
+        .add_learner(&tasklog_server::http::AddLearnerRequest {
+            id: removed,
+            addr: addr.clone(),
+            wait: true,
+        })
+        .unwrap_err();
+    assert_eq!(error.reason(), Some("NOT_LEADER"), "{error}");
+    // Back as a learner (its data directory still holds its log), then a voter.
+    let status = leader_client
+        .add_learner(&tasklog_server::http::AddLearnerRequest {
+            id: removed,
+            addr,
+            wait: true,
+        })
+        .unwrap();
+    assert!(status.learners.contains(&removed), "{status:?}");
+    let status = leader_client
+        .set_voters(&tasklog_server::http::VotersRequest {
+            voters: ids.iter().copied().collect(),
+            keep_as_learners: false,
+        })
+        .unwrap();
+    assert_eq!(status.voters, ids.to_vec());
+    // Leadership handed over, and writes go on through the old leader (now forwarding).
+    leader_client.transfer_leader(kept).unwrap();
+    eventually(&format!("node {kept} leads"), || {
+        ids.iter()
+            .all(|id| {
+                cluster.clients[id]
+                    .status()
+                    .is_ok_and(|s| s.leader == Some(kept))
+            })
+            .then_some(())
+    });
+    let written = leader_client.create(&CreateRequest::default()).unwrap();
+    let read = cluster.clients[&removed]
+        .get(
+            &written.task_id,
+            &format!("atLeastPosition={}", written.position),
+        )
+        .unwrap();
+    assert_eq!(read.version, 1);
+    for id in ids {
+        assert!(cluster.proc(id).sigterm().success());
+    }
+}
+
+#[test]
+fn cluster_command_runs_and_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let raft = free_addr(true).port();
+    let http = free_addr(false).port();
+    // Three consecutive ports from each base: retry on the rare collision.
+    let output = Command::new(BIN)
+        .args(["cluster", "--seconds", "3", "--rate", "30"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args([
+            "--raft-port",
+            &raft.to_string(),
+            "--http-port",
+            &http.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let logs: String = (1..=3)
+        .map(|id| {
+            std::fs::read_to_string(dir.path().join(format!("node-{id}.log"))).unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}\n{logs}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(stdout.contains("leader elected"), "{stdout}");
+    for id in 1..=3 {
+        assert!(stdout.contains(&format!("node {id} stopped")), "{stdout}");
+    }
+    // The last table: every node up, the last write seen everywhere, no failures.
+    let last_table = stdout.rsplit(" writes (").next().unwrap();
+    assert_eq!(last_table.matches("  seen").count(), 3, "{stdout}");
+    assert!(stdout.contains(", 0 failed"), "{stdout}");
+    let writes: u64 = stdout
+        .rsplit(" s  ")
+        .next()
+        .and_then(|tail| tail.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(writes >= 20, "{writes} writes in 3 s at 30/s\n{stdout}");
+    // Each node's data directory now holds the cluster's log.
+    for id in 1..=3 {
+        assert!(dir.path().join(format!("node-{id}/log")).is_dir());
+    }
+}
+
+#[test]
+fn serve_refuses_bad_configuration_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let output = Command::new(BIN).arg("serve").args(args).output().unwrap();
+        assert!(!output.status.success(), "{args:?} started");
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    };
+    let stderr = run(&["--data-dir", "x"]);
+    assert!(stderr.contains("missing --id"), "{stderr}");
+    let data = dir.path().join("data").display().to_string();
+    let certs = dir.path().join("certs").display().to_string();
+    let stderr = run(&[
+        "--id",
+        "1",
+        "--data-dir",
+        &data,
+        "--raft-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--certs-dir",
+        &certs,
+    ]);
+    assert!(stderr.contains("tasklog certs"), "{stderr}");
+    let stderr = run(&["--id", "1", "--peer", "2=localhost"]);
+    assert!(stderr.contains("ID=HOST:PORT"), "{stderr}");
+}
