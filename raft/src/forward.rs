@@ -41,6 +41,9 @@ pub const LEADER_WAIT_DEFAULT: Duration = Duration::from_secs(5);
 /// Deadline of one forwarded write: the leader's commit takes a quorum's fsync.
 const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
 
+/// How long a forwarded call may still answer once another leader is known.
+const CHANGED_GRACE: Duration = Duration::from_millis(250);
+
 /// Pause between attempts while no leader is known.
 const LEADER_POLL: Duration = Duration::from_millis(25);
 
@@ -322,12 +325,20 @@ impl Forwarder {
                 std::future::pending::<()>().await;
             }
         };
+        let call = peer.call(kind, bytes, FORWARD_DEADLINE);
+        tokio::pin!(call);
         let answer = tokio::select! {
-            answer = peer.call(kind, bytes, FORWARD_DEADLINE) => answer,
+            answer = &mut call => answer,
             () = leader_changed => {
-                return Err(Retry::MaybeSent(format!(
-                    "leader {leader} was replaced while the request was in flight"
-                )));
+                // A leader that is still alive (the change was seen here first) answers at once.
+                match tokio::time::timeout(CHANGED_GRACE, &mut call).await {
+                    Ok(answer) => answer,
+                    Err(_) => {
+                        return Err(Retry::MaybeSent(format!(
+                            "leader {leader} was replaced while the request was in flight"
+                        )));
+                    }
+                }
             }
         };
         match answer {

@@ -39,6 +39,10 @@ use tasklog_raft::forward::Forwarder;
 use tasklog_raft::node::NodeStatus;
 use tasklog_raft::{Node, NodeError, NodeId};
 
+/// Largest request body: an event batch is at most 1 MiB archived
+/// ([`tasklog_engine::limits::EVENT_BATCH_BYTES_MAX`]); its JSON (base64 for raw bytes) is larger.
+pub const BODY_BYTES_MAX: usize = 4 * 1024 * 1024;
+
 /// How long a read waits for `atLeastPosition` by default, and at most.
 const WAIT_DEFAULT: Duration = Duration::from_secs(5);
 const WAIT_MAX: Duration = Duration::from_secs(30);
@@ -74,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasklog/v1/cluster/nodes/{id}", delete(remove_node))
         .route("/tasklog/v1/cluster/leader", post(transfer_leader))
         .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
 

@@ -324,6 +324,10 @@ fn three_nodes_survive_a_leader_sigkill() {
     assert_ne!(new_leader, leader);
 
     cluster.proc(leader).start();
+    eventually("the restarted node to know the leader", || {
+        cluster.clients[&leader].status().ok()?.leader
+    });
+    let mut through_restarted = 0;
     for round in 0..15 {
         let via = ids[round % 3];
         let then = ids[(round + 2) % 3];
@@ -336,13 +340,19 @@ fn three_nodes_survive_a_leader_sigkill() {
             &mut acks,
         );
         match result {
+            Ok(()) if via == leader || then == leader => through_restarted += 1,
             Ok(()) => {}
-            Err(ClientError::Transport(_)) if via == leader || then == leader => {}
+            // The restarted node is still opening or learning who leads.
+            Err(error) if (via == leader || then == leader) && failover_error(&error) => {}
             Err(error) => panic!(
                 "write via {via} after the restart: {error}\n{}",
                 cluster.logs()
             ),
         }
+        assert!(
+            through_restarted > 0,
+            "no write went through the restarted node"
+        );
     }
 
     // Every node converges on everything acknowledged.
@@ -383,7 +393,7 @@ fn three_nodes_survive_a_leader_sigkill() {
             cluster.logs()
         );
     }
-    let records: Vec<Vec<(u64, u64, u8, Vec<u8>)>> = ids
+    let records: Vec<Vec<Record>> = ids
         .iter()
         .map(|id| read_log(&cluster.root.join(format!("node-{id}/log"))))
         .collect();
@@ -400,7 +410,10 @@ fn three_nodes_survive_a_leader_sigkill() {
     }
 }
 
-fn read_log(dir: &Path) -> Vec<(u64, u64, u8, Vec<u8>)> {
+/// A log record: position, term, kind, payload.
+type Record = (u64, u64, u8, Vec<u8>);
+
+fn read_log(dir: &Path) -> Vec<Record> {
     let log = Log::open(dir, Options::default()).unwrap();
     let (first, last) = log.bounds();
     let mut out = Vec::new();
@@ -518,24 +531,41 @@ fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
     assert_eq!((status, reason(&body)), (400, "INVALID_ARGUMENT"), "{body}");
 
     // Bad bodies, routes and queries.
-    let cases: [(&str, &str, &str, &[u8], u16, &str); 7] = [
-        (
+    struct Case {
+        method: &'static str,
+        path: &'static str,
+        content_type: &'static str,
+        body: &'static [u8],
+        status: u16,
+        reason: &'static str,
+    }
+    let case = |method, path, content_type, body, status, reason| Case {
+        method,
+        path,
+        content_type,
+        body,
+        status,
+        reason,
+    };
+    let json = "application/json";
+    let cases = [
+        case(
             "POST",
             "/tasklog/v1/tasks",
-            "application/json",
+            json,
             b"{not json",
             400,
             "INVALID_ARGUMENT",
         ),
-        (
+        case(
             "POST",
             "/tasklog/v1/tasks",
-            "application/json",
+            json,
             br#"{"colour":"red"}"#,
             400,
             "INVALID_ARGUMENT",
         ),
-        (
+        case(
             "POST",
             "/tasklog/v1/tasks",
             "text/plain",
@@ -543,15 +573,15 @@ fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
             415,
             "CONTENT_TYPE_NOT_SUPPORTED",
         ),
-        (
+        case(
             "POST",
             "/tasklog/v1/tasks",
-            "application/json",
+            json,
             br#"{"state":"TASK_STATE_UNSPECIFIED"}"#,
             400,
             "INVALID_ARGUMENT",
         ),
-        (
+        case(
             "GET",
             "/tasklog/v1/tasks/t-1?historyLength=-3",
             "",
@@ -559,7 +589,7 @@ fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
             400,
             "INVALID_ARGUMENT",
         ),
-        (
+        case(
             "GET",
             "/tasklog/v1/tasks/t-1?consistency=eventual",
             "",
@@ -567,24 +597,40 @@ fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
             400,
             "INVALID_ARGUMENT",
         ),
-        ("GET", "/no/such/route", "", b"", 404, "NO_SUCH_ROUTE"),
+        case("GET", "/no/such/route", "", b"", 404, "NO_SUCH_ROUTE"),
     ];
-    for (method, path, content_type, body, status, expected) in cases {
-        let (got, answer) = raw(&base, method, path, content_type, body);
+    for c in cases {
+        let (got, answer) = raw(&base, c.method, c.path, c.content_type, c.body);
         assert_eq!(
             (got, reason(&answer)),
-            (status, expected),
-            "{method} {path}: {answer}"
+            (c.status, c.reason),
+            "{} {}: {answer}",
+            c.method,
+            c.path
         );
-        assert_eq!(answer["error"]["code"], status, "{answer}");
+        assert_eq!(answer["error"]["code"], c.status, "{answer}");
     }
-    let huge = vec![b' '; 3 << 20];
+    // A body over the limit, and a batch over the engine's limit.
+    let mut huge = vec![b' '; tasklog_server::http::BODY_BYTES_MAX + 1];
+    huge[0] = b'{';
+    let (status, answer) = raw(&base, "POST", "/tasklog/v1/tasks", json, &huge);
+    assert_eq!((status, reason(&answer)), (413, "TOO_LARGE"), "{answer}");
+    client
+        .create(&CreateRequest {
+            task_id: Some("t-2".into()),
+            ..CreateRequest::default()
+        })
+        .unwrap();
+    let big_text = "x".repeat(1536 * 1024);
+    let big_artifact = format!(
+        r#"{{"events":[{{"artifact":{{"artifact":{{"artifactId":"a","parts":[{{"text":"{big_text}"}}]}}}}}}]}}"#
+    );
     let (status, answer) = raw(
         &base,
         "POST",
-        "/tasklog/v1/tasks",
-        "application/json",
-        &huge,
+        "/tasklog/v1/tasks/t-2/events",
+        json,
+        big_artifact.as_bytes(),
     );
     assert_eq!((status, reason(&answer)), (413, "TOO_LARGE"), "{answer}");
 
