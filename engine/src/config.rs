@@ -22,6 +22,10 @@ pub enum SyncPolicy {
     /// Appends return once written to the OS; data is synced only when a segment is sealed, on
     /// [`crate::Log::sync`] and on close. For bulk loads and tests.
     Never,
+    /// As [`SyncPolicy::Never`] for the log, for an owner that makes appends durable itself with
+    /// [`crate::Log::sync`] before it acknowledges them (the Raft log store's group-committing
+    /// flusher). Not announced as a risk on open, since the owner holds the promise.
+    External,
 }
 
 /// How recovery treats damaged bytes when the log is opened.

@@ -190,7 +190,7 @@ impl Log {
         let dir = Dir::create(path.as_ref())?;
         let lock_file = dir.lock()?;
         match options.sync {
-            SyncPolicy::Always => {}
+            SyncPolicy::Always | SyncPolicy::External => {}
             SyncPolicy::Interval { ms } => tracing::warn!(
                 dir = %dir.path().display(),
                 "log opened with SyncPolicy::Interval({ms} ms): a power loss can lose acknowledged appends"
@@ -240,7 +240,7 @@ impl Log {
         });
         let flusher = match inner.options.sync {
             SyncPolicy::Interval { ms } => Some(Flusher::start(inner.clone(), ms)?),
-            SyncPolicy::Always | SyncPolicy::Never => None,
+            SyncPolicy::Always | SyncPolicy::Never | SyncPolicy::External => None,
         };
         Ok(Log {
             inner,
@@ -517,7 +517,7 @@ impl WriteState {
     fn acknowledged(&self, sync: SyncPolicy) -> u64 {
         match sync {
             SyncPolicy::Always => self.durable,
-            SyncPolicy::Interval { .. } | SyncPolicy::Never => self.written,
+            SyncPolicy::Interval { .. } | SyncPolicy::Never | SyncPolicy::External => self.written,
         }
     }
 

@@ -124,7 +124,7 @@ impl Node {
     {
         let options = Options {
             // The log store syncs (group commit in its flusher) before openraft hears of it.
-            sync: SyncPolicy::Never,
+            sync: SyncPolicy::External,
             ..Options::default()
         };
         let log_dir = dir.join("log");
