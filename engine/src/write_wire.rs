@@ -4,7 +4,8 @@
 //! [`TaskStore::prepare`](crate::TaskStore::prepare) then applies every limit and rule as for a
 //! local write.
 //!
-//! Layout: one version byte ([`WRITE_WIRE_VERSION`]), then the archived [`WireWrite`].
+//! Layout: one version byte ([`WRITE_WIRE_VERSION`]), then the archived request (a private
+//! rkyv enum with the fields of [`Write`]).
 
 use crate::error::{Error, Result};
 use crate::event::Event;
