@@ -434,7 +434,7 @@ fn report(
 async fn stop_all(members: &mut [Member]) -> anyhow::Result<()> {
     for member in members.iter() {
         if let Some(pid) = member.child.id() {
-            terminate(pid);
+            crate::local::terminate(pid);
         }
     }
     let mut failed = Vec::new();
@@ -457,21 +457,4 @@ async fn stop_all(members: &mut [Member]) -> anyhow::Result<()> {
     } else {
         bail!("{}", failed.join("; "))
     }
-}
-
-/// Asks a node to stop (SIGTERM): it finishes requests in flight, stops Raft and checkpoints.
-fn terminate(pid: u32) {
-    #[cfg(unix)]
-    {
-        let pid = i32::try_from(pid)
-            .ok()
-            .and_then(rustix::process::Pid::from_raw);
-        if let Some(pid) = pid
-            && let Err(error) = rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-        {
-            tracing::warn!(%error, "SIGTERM to a node failed");
-        }
-    }
-    #[cfg(not(unix))]
-    drop(pid);
 }

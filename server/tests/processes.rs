@@ -9,205 +9,71 @@
 //! - `serve_refuses_bad_configuration_clearly`: what a misconfigured node says.
 
 use std::collections::BTreeMap;
-use std::net::{SocketAddr, TcpListener, UdpSocket};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use tasklog_engine::model::{TaskState, TaskStatus};
 use tasklog_engine::{Log, Options, Position};
 use tasklog_raft::NodeId;
-use tasklog_raft::certs::{self, CertsOptions};
 use tasklog_server::client::{Client, ClientError};
 use tasklog_server::http::{AppendRequest, CreateRequest, EventBody};
+use tasklog_server::local::LocalCluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tasklog");
 /// Upper bound of every wait.
 const TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A free loopback port for both UDP (QUIC) and TCP (HTTP) use: bound, then released.
-fn free_addr(udp: bool) -> SocketAddr {
-    if udp {
-        UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    } else {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-    }
-}
-
-struct Proc {
-    id: NodeId,
-    args: Vec<String>,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    fn start(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .unwrap();
-        let child = Command::new(BIN)
-            .args(&self.args)
-            .env("RUST_LOG", "info,openraft=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-    }
-
-    fn sigkill(&mut self) {
-        let mut child = self.child.take().unwrap();
-        child.kill().unwrap();
-        child.wait().unwrap();
-    }
-
-    /// SIGTERM, then the exit status (killed after the timeout).
-    fn sigterm(&mut self) -> std::process::ExitStatus {
-        let mut child = self.child.take().unwrap();
-        let pid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let start = Instant::now();
-        loop {
-            if let Some(status) = child.try_wait().unwrap() {
-                return status;
-            }
-            if start.elapsed() > TIMEOUT {
-                child.kill().unwrap();
-                panic!(
-                    "node {} did not stop on SIGTERM; log {}",
-                    self.id,
-                    self.log.display()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
+/// A free loopback port for TCP: bound, then released.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 struct Cluster {
     _root: tempfile::TempDir,
-    root: PathBuf,
-    procs: Vec<Proc>,
-    clients: BTreeMap<NodeId, Client>,
+    inner: LocalCluster,
 }
 
 impl Cluster {
-    /// `n` nodes, node 1 bootstrapping, all started.
+    /// `n` nodes, node 1 bootstrapping, all started and agreeing on a leader.
     fn start(n: u64) -> Cluster {
-        let root_dir = tempfile::tempdir().unwrap();
-        let root = root_dir.path().to_owned();
-        let ids: Vec<NodeId> = (1..=n).collect();
-        certs::create(
-            &root.join("certs"),
-            &CertsOptions {
-                nodes: ids.clone(),
-                ..CertsOptions::default()
-            },
+        let root = tempfile::tempdir().unwrap();
+        let inner = LocalCluster::start(
+            Path::new(BIN),
+            root.path(),
+            n,
+            &["--heartbeat-ms", "100", "--election-timeout-ms", "500"],
         )
         .unwrap();
-        let raft: BTreeMap<NodeId, SocketAddr> =
-            ids.iter().map(|&id| (id, free_addr(true))).collect();
-        let mut procs = Vec::new();
-        let mut clients = BTreeMap::new();
-        for &id in &ids {
-            let http = free_addr(false);
-            let mut args = vec![
-                "serve".to_owned(),
-                "--id".into(),
-                id.to_string(),
-                "--data-dir".into(),
-                root.join(format!("node-{id}")).display().to_string(),
-                "--raft-addr".into(),
-                raft[&id].to_string(),
-                "--http-addr".into(),
-                http.to_string(),
-                "--certs-dir".into(),
-                root.join("certs").display().to_string(),
-                "--heartbeat-ms".into(),
-                "100".into(),
-                "--election-timeout-ms".into(),
-                "500".into(),
-            ];
-            for (&peer, addr) in &raft {
-                if peer != id {
-                    args.push("--peer".into());
-                    args.push(format!("{peer}={addr}"));
-                }
-            }
-            if id == 1 {
-                args.push("--bootstrap".into());
-            }
-            let mut proc = Proc {
-                id,
-                args,
-                child: None,
-                log: root.join(format!("node-{id}.log")),
-            };
-            proc.start();
-            procs.push(proc);
-            clients.insert(
-                id,
-                Client::new(format!("http://{http}"), Duration::from_secs(20)),
-            );
-        }
-        let cluster = Cluster {
-            _root: root_dir,
-            root,
-            procs,
-            clients,
-        };
-        cluster.leader(&ids);
+        let cluster = Cluster { _root: root, inner };
+        cluster.leader(&cluster.inner.ids());
         cluster
     }
 
-    fn proc(&mut self, id: NodeId) -> &mut Proc {
-        self.procs.iter_mut().find(|p| p.id == id).unwrap()
+    fn client(&self, id: NodeId) -> &Client {
+        self.inner.client(id)
     }
 
-    /// The leader, as every node in `among` agrees, once they do.
+    /// The leader every node in `among` agrees on, once they do.
     fn leader(&self, among: &[NodeId]) -> NodeId {
-        eventually("a leader all nodes agree on", || {
-            let statuses: Vec<_> = among
-                .iter()
-                .map(|id| self.clients[id].status().ok())
-                .collect::<Option<Vec<_>>>()?;
-            let leader = statuses.iter().find(|s| s.role == "leader")?.node_id;
-            statuses
-                .iter()
-                .all(|s| s.leader == Some(leader))
-                .then_some(leader)
-        })
+        self.inner
+            .wait_for_leader(among, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.logs()))
+    }
+
+    fn sigterm(&mut self, id: NodeId) -> std::process::ExitStatus {
+        self.inner
+            .stop(id, TIMEOUT)
+            .unwrap_or_else(|e| panic!("{e}\n{}", self.inner.logs()))
     }
 
     fn logs(&self) -> String {
-        let mut out = String::new();
-        for proc in &self.procs {
-            out.push_str(&format!(
-                "--- node {} ---\n{}\n",
-                proc.id,
-                std::fs::read_to_string(&proc.log).unwrap_or_default()
-            ));
-        }
-        out
+        self.inner.logs()
     }
 }
 
@@ -282,8 +148,8 @@ fn three_nodes_survive_a_leader_sigkill() {
         task += 1;
         lifecycle(
             &format!("t-{task}"),
-            &cluster.clients[&via],
-            &cluster.clients[&then],
+            cluster.client(via),
+            cluster.client(then),
             &mut acks,
         )
         .unwrap_or_else(|e| panic!("write via {via}: {e}\n{}", cluster.logs()));
@@ -291,7 +157,7 @@ fn three_nodes_survive_a_leader_sigkill() {
 
     let leader = cluster.leader(&ids);
     let survivors: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
-    cluster.proc(leader).sigkill();
+    cluster.inner.kill(leader).unwrap();
     let killed_at = Instant::now();
     let mut first_write_after_kill = None;
     let mut failover_errors = 0;
@@ -301,8 +167,8 @@ fn three_nodes_survive_a_leader_sigkill() {
         task += 1;
         match lifecycle(
             &format!("t-{task}"),
-            &cluster.clients[&via],
-            &cluster.clients[&then],
+            cluster.client(via),
+            cluster.client(then),
             &mut acks,
         ) {
             Ok(()) => {
@@ -323,9 +189,9 @@ fn three_nodes_survive_a_leader_sigkill() {
     let new_leader = cluster.leader(&survivors);
     assert_ne!(new_leader, leader);
 
-    cluster.proc(leader).start();
+    cluster.inner.start_node(leader).unwrap();
     eventually("the restarted node to know the leader", || {
-        cluster.clients[&leader].status().ok()?.leader
+        cluster.client(leader).status().ok()?.leader
     });
     let mut through_restarted = 0;
     for round in 0..15 {
@@ -335,8 +201,8 @@ fn three_nodes_survive_a_leader_sigkill() {
         // The restarted node may still be opening for the first rounds.
         let result = lifecycle(
             &format!("t-{task}"),
-            &cluster.clients[&via],
-            &cluster.clients[&then],
+            cluster.client(via),
+            cluster.client(then),
             &mut acks,
         );
         match result {
@@ -360,7 +226,7 @@ fn three_nodes_survive_a_leader_sigkill() {
     let positions = eventually("all nodes applied every acknowledged write", || {
         let statuses: Vec<_> = ids
             .iter()
-            .map(|id| cluster.clients[id].status().ok())
+            .map(|id| cluster.client(*id).status().ok())
             .collect::<Option<Vec<_>>>()?;
         let applied: Vec<u64> = statuses.iter().map(|s| s.applied_position).collect();
         (applied.iter().all(|&a| a >= last_acked && a == applied[0])).then_some(applied)
@@ -372,7 +238,8 @@ fn three_nodes_survive_a_leader_sigkill() {
     }
     for id in ids {
         for (task_id, version) in &latest {
-            let read = cluster.clients[&id]
+            let read = cluster
+                .client(id)
                 .get(task_id, &format!("atLeastPosition={last_acked}"))
                 .unwrap_or_else(|e| panic!("node {id} lost {task_id}: {e}"));
             assert_eq!(read.version, *version, "node {id}, task {task_id}");
@@ -386,7 +253,7 @@ fn three_nodes_survive_a_leader_sigkill() {
 
     // Clean stops, then the logs compared record by record.
     for id in ids {
-        let status = cluster.proc(id).sigterm();
+        let status = cluster.sigterm(id);
         assert!(
             status.success(),
             "node {id} exited with {status}\n{}",
@@ -395,7 +262,7 @@ fn three_nodes_survive_a_leader_sigkill() {
     }
     let records: Vec<Vec<Record>> = ids
         .iter()
-        .map(|id| read_log(&cluster.root.join(format!("node-{id}/log"))))
+        .map(|id| read_log(&cluster.inner.data_dir(*id).join("log")))
         .collect();
     assert!(records[0].len() as u64 >= last_acked);
     for (i, other) in records.iter().enumerate().skip(1) {
@@ -469,7 +336,7 @@ fn reason(body: &serde_json::Value) -> &str {
 #[test]
 fn bad_requests_get_typed_errors_and_the_node_keeps_serving() {
     let cluster = Cluster::start(1);
-    let client = &cluster.clients[&1];
+    let client = cluster.client(1);
     let base = client.base_url().to_owned();
     let created = client
         .create(&CreateRequest {
@@ -672,20 +539,16 @@ fn membership_changes_over_http() {
     let mut cluster = Cluster::start(3);
     let ids = [1, 2, 3];
     let leader = cluster.leader(&ids);
-    let leader_client = cluster.clients[&leader].clone();
+    let leader_client = cluster.client(leader).clone();
     let others: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
     let (removed, kept) = (others[0], others[1]);
     let status = leader_client.remove_node(removed).unwrap();
     assert!(!status.members.contains_key(&removed), "{status:?}");
     assert_eq!(status.voters.len(), 2);
-    let addr = cluster
-        .procs
-        .iter()
-        .find(|p| p.id == removed)
-        .map(|p| p.args[p.args.iter().position(|a| a == "--raft-addr").unwrap() + 1].clone())
-        .unwrap();
+    let addr = cluster.inner.raft_addr(removed).unwrap().to_string();
     // A follower refuses membership changes with the leader's id.
-    let error = cluster.clients[&kept]
+    let error = cluster
+        .client(kept)
         .add_learner(&tasklog_server::http::AddLearnerRequest {
             id: removed,
             addr: addr.clone(),
@@ -714,14 +577,16 @@ fn membership_changes_over_http() {
     eventually(&format!("node {kept} leads"), || {
         ids.iter()
             .all(|id| {
-                cluster.clients[id]
+                cluster
+                    .client(*id)
                     .status()
                     .is_ok_and(|s| s.leader == Some(kept))
             })
             .then_some(())
     });
     let written = leader_client.create(&CreateRequest::default()).unwrap();
-    let read = cluster.clients[&removed]
+    let read = cluster
+        .client(removed)
         .get(
             &written.task_id,
             &format!("atLeastPosition={}", written.position),
@@ -729,15 +594,15 @@ fn membership_changes_over_http() {
         .unwrap();
     assert_eq!(read.version, 1);
     for id in ids {
-        assert!(cluster.proc(id).sigterm().success());
+        assert!(cluster.sigterm(id).success());
     }
 }
 
 #[test]
 fn cluster_command_runs_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let raft = free_addr(true).port();
-    let http = free_addr(false).port();
+    let raft = free_port();
+    let http = free_port();
     // Three consecutive ports from each base: retry on the rare collision.
     let output = Command::new(BIN)
         .args(["cluster", "--seconds", "3", "--rate", "30"])

@@ -1,0 +1,270 @@
+//! Node processes on this machine: what the process tests and the cluster bench start. Each
+//! node is a `tasklog serve` child on 127.0.0.1 with free ports, certificates from one CA in
+//! `<root>/certs`, data in `<root>/node-N`, output in `<root>/node-N.log`; node 1 bootstraps.
+//! A node can be killed (SIGKILL), stopped (SIGTERM, waiting for a clean exit) and restarted on
+//! its directory and addresses.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tasklog_raft::NodeId;
+use tasklog_raft::certs::{self, CertsOptions};
+
+use crate::client::Client;
+
+/// Deadline of one HTTP call made through [`LocalCluster::client`].
+const CALL_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// One node process.
+struct NodeProcess {
+    args: Vec<String>,
+    raft_addr: SocketAddr,
+    log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Node processes on loopback.
+pub struct LocalCluster {
+    exe: PathBuf,
+    root: PathBuf,
+    nodes: BTreeMap<NodeId, NodeProcess>,
+    clients: BTreeMap<NodeId, Client>,
+}
+
+impl LocalCluster {
+    /// Makes certificates for nodes `1..=n` under `root` and starts them (`exe` is the `tasklog`
+    /// binary; `extra_args` go to every `serve`, e.g. timing flags). Returns at once; see
+    /// [`LocalCluster::wait_for_leader`].
+    ///
+    /// # Errors
+    /// Certificates that cannot be made, a process that cannot be started.
+    pub fn start(exe: &Path, root: &Path, n: u64, extra_args: &[&str]) -> anyhow::Result<Self> {
+        let ids: Vec<NodeId> = (1..=n).collect();
+        certs::create(
+            &root.join("certs"),
+            &CertsOptions {
+                nodes: ids.clone(),
+                ..CertsOptions::default()
+            },
+        )
+        .context("make certificates")?;
+        let mut raft = BTreeMap::new();
+        for &id in &ids {
+            raft.insert(id, free_udp()?);
+        }
+        let mut cluster = LocalCluster {
+            exe: exe.to_owned(),
+            root: root.to_owned(),
+            nodes: BTreeMap::new(),
+            clients: BTreeMap::new(),
+        };
+        for &id in &ids {
+            let http = free_tcp()?;
+            let mut args: Vec<String> = vec![
+                "serve".into(),
+                "--id".into(),
+                id.to_string(),
+                "--data-dir".into(),
+                root.join(format!("node-{id}")).display().to_string(),
+                "--raft-addr".into(),
+                raft[&id].to_string(),
+                "--http-addr".into(),
+                http.to_string(),
+                "--certs-dir".into(),
+                root.join("certs").display().to_string(),
+            ];
+            args.extend(extra_args.iter().map(|a| (*a).to_owned()));
+            for (&peer, addr) in &raft {
+                if peer != id {
+                    args.push("--peer".into());
+                    args.push(format!("{peer}={addr}"));
+                }
+            }
+            if id == 1 {
+                args.push("--bootstrap".into());
+            }
+            cluster.nodes.insert(
+                id,
+                NodeProcess {
+                    args,
+                    raft_addr: raft[&id],
+                    log: root.join(format!("node-{id}.log")),
+                    child: None,
+                },
+            );
+            cluster
+                .clients
+                .insert(id, Client::new(format!("http://{http}"), CALL_TIMEOUT));
+            cluster.start_node(id)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The node ids.
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.nodes.keys().copied().collect()
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A node's HTTP client.
+    ///
+    /// # Panics
+    /// For an id that is not a node (a caller's bug).
+    pub fn client(&self, id: NodeId) -> &Client {
+        &self.clients[&id]
+    }
+
+    /// A node's QUIC address.
+    pub fn raft_addr(&self, id: NodeId) -> Option<SocketAddr> {
+        self.nodes.get(&id).map(|n| n.raft_addr)
+    }
+
+    /// A node's data directory.
+    pub fn data_dir(&self, id: NodeId) -> PathBuf {
+        self.root.join(format!("node-{id}"))
+    }
+
+    /// Starts a node that is not running (again, on its directory and addresses).
+    ///
+    /// # Errors
+    /// The process cannot be started.
+    pub fn start_node(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let exe = self.exe.clone();
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        if node.child.is_some() {
+            bail!("node {id} is running");
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .with_context(|| format!("open {}", node.log.display()))?;
+        let child = Command::new(exe)
+            .args(&node.args)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info,openraft=warn".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start node {id}"))?;
+        node.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills a node with SIGKILL and reaps it.
+    ///
+    /// # Errors
+    /// The node is not running, or the kill failed.
+    pub fn kill(&mut self, id: NodeId) -> anyhow::Result<()> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        let mut child = node.child.take().context("node not running")?;
+        child.kill()?;
+        child.wait()?;
+        Ok(())
+    }
+
+    /// Stops a node with SIGTERM and waits for it to exit (killing it after `timeout`).
+    ///
+    /// # Errors
+    /// The node is not running; it did not exit within `timeout`.
+    pub fn stop(&mut self, id: NodeId, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let node = self.nodes.get_mut(&id).context("no such node")?;
+        let mut child = node.child.take().context("node not running")?;
+        terminate(child.id());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if start.elapsed() > timeout {
+                let _ = child.kill();
+                let _ = child.wait();
+                bail!("node {id} did not stop within {timeout:?} of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The leader every node in `among` agrees on, once they do (within `timeout`).
+    ///
+    /// # Errors
+    /// No agreement within `timeout`.
+    pub fn wait_for_leader(&self, among: &[NodeId], timeout: Duration) -> anyhow::Result<NodeId> {
+        let start = Instant::now();
+        loop {
+            let statuses: Option<Vec<_>> = among
+                .iter()
+                .map(|id| self.clients.get(id).and_then(|c| c.status().ok()))
+                .collect();
+            if let Some(statuses) = statuses
+                && let Some(leader) = statuses.iter().find(|s| s.role == "leader")
+                && statuses.iter().all(|s| s.leader == Some(leader.node_id))
+            {
+                return Ok(leader.node_id);
+            }
+            if start.elapsed() > timeout {
+                bail!("no leader agreed on by nodes {among:?} within {timeout:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Every node's output so far, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        for (id, node) in &self.nodes {
+            out.push_str(&format!(
+                "--- node {id} ---\n{}\n",
+                std::fs::read_to_string(&node.log).unwrap_or_default()
+            ));
+        }
+        out
+    }
+}
+
+impl Drop for LocalCluster {
+    fn drop(&mut self) {
+        for node in self.nodes.values_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+fn free_udp() -> anyhow::Result<SocketAddr> {
+    Ok(UdpSocket::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+fn free_tcp() -> anyhow::Result<SocketAddr> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+}
+
+/// Asks a process to stop (SIGTERM).
+pub fn terminate(pid: u32) {
+    #[cfg(unix)]
+    {
+        let pid = i32::try_from(pid)
+            .ok()
+            .and_then(rustix::process::Pid::from_raw);
+        if let Some(pid) = pid
+            && let Err(error) = rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+        {
+            tracing::warn!(%error, "SIGTERM failed");
+        }
+    }
+    #[cfg(not(unix))]
+    drop(pid);
+}
