@@ -4,6 +4,7 @@
 //!   configured by flags or a TOML file ([`config`]), stopped in order on SIGINT / SIGTERM.
 //! - [`cluster`]: a local three-node cluster in one command, with a demo load and a live table of
 //!   what every node has committed and applied; [`client`] is the HTTP client it uses.
+//! - [`load`]: a load generator against running nodes (`tasklog load`).
 //! - [`local`]: node processes on this machine, for the process tests and the cluster bench.
 //! - [`demo`], [`inspect`]: the engine alone on a local directory.
 //!
@@ -16,5 +17,6 @@ pub mod config;
 pub mod demo;
 pub mod http;
 pub mod inspect;
+pub mod load;
 pub mod local;
 pub mod serve;

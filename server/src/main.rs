@@ -7,6 +7,7 @@ use tasklog_raft::certs;
 use tasklog_server::cluster::{self, ClusterArgs};
 use tasklog_server::config::{NodeConfig, ServeArgs};
 use tasklog_server::demo::{self, DemoArgs};
+use tasklog_server::load::{self, LoadArgs};
 use tasklog_server::{inspect, serve};
 
 #[derive(Parser)]
@@ -29,6 +30,9 @@ enum Command {
     Cluster(ClusterArgs),
     /// Run one node (flags, or a TOML file with --config).
     Serve(ServeArgs),
+    /// Write task events to running nodes from W concurrent writers (optimistic concurrency,
+    /// durable replicated acknowledgements) and print throughput and latency.
+    Load(LoadArgs),
     /// Write N events into a local data directory with W concurrent writers (fsync on), reopen
     /// it, read everything back and print what was found and how fast.
     Demo {
@@ -99,6 +103,7 @@ fn main() -> anyhow::Result<()> {
             let config = NodeConfig::load(&args)?;
             runtime()?.block_on(serve::run(config, serve::shutdown_signal()))?;
         }
+        Command::Load(args) => print!("{}", load::render(&load::run(&args)?)),
         Command::Cluster(args) => {
             runtime()?.block_on(cluster::run(args))?;
         }
