@@ -42,7 +42,7 @@ pub const LEADER_WAIT_DEFAULT: Duration = Duration::from_secs(5);
 const FORWARD_DEADLINE: Duration = Duration::from_secs(10);
 
 /// How long a forwarded call may still answer once another leader is known.
-const CHANGED_GRACE: Duration = Duration::from_millis(250);
+const CHANGED_GRACE: Duration = Duration::from_millis(100);
 
 /// Pause between attempts while no leader is known.
 const LEADER_POLL: Duration = Duration::from_millis(25);

@@ -92,7 +92,7 @@ impl Default for Timing {
     fn default() -> Self {
         Timing {
             heartbeat: Duration::from_millis(100),
-            election: (Duration::from_millis(400), Duration::from_millis(800)),
+            election: (Duration::from_millis(300), Duration::from_millis(600)),
         }
     }
 }

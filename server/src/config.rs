@@ -51,8 +51,8 @@ pub struct ServeArgs {
     /// Raft heartbeat interval in milliseconds (default 100).
     #[arg(long)]
     pub heartbeat_ms: Option<u64>,
-    /// Raft election timeout in milliseconds, the lower bound (default 400; the upper is twice
-    /// it).
+    /// Raft election timeout in milliseconds, the lower bound (default 300; the upper is twice
+    /// it). It must exceed twice the heartbeat.
     #[arg(long)]
     pub election_timeout_ms: Option<u64>,
 }
@@ -174,7 +174,7 @@ impl NodeConfig {
         let election_timeout = Duration::from_millis(
             args.election_timeout_ms
                 .or(file.election_timeout_ms)
-                .unwrap_or(400),
+                .unwrap_or(300),
         );
         if heartbeat.is_zero() || election_timeout <= heartbeat * 2 {
             return Err(ConfigError::Invalid(format!(
@@ -280,7 +280,7 @@ mod tests {
         let config = NodeConfig::load(&args()).unwrap();
         assert_eq!(config.members().len(), 3);
         assert_eq!(config.members()[&1], "127.0.0.1:7001");
-        assert_eq!(config.timing().election.1, Duration::from_millis(800));
+        assert_eq!(config.timing().election.1, Duration::from_millis(600));
         assert!(!config.bootstrap);
     }
 

@@ -80,13 +80,18 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     let duration = Duration::from_secs_f64(args.seconds.max(0.0));
     let stop = Arc::new(AtomicBool::new(false));
     let text: String = "x".repeat(args.event_bytes);
+    // Task ids unique to this run, so that runs against one cluster never collide.
+    let run_id = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
     let started = Instant::now();
     let handles: Vec<_> = (0..args.writers)
         .map(|writer| {
             let url = args.nodes[writer as usize % args.nodes.len()].clone();
             let stop = stop.clone();
             let text = text.clone();
-            std::thread::spawn(move || write_loop(writer, &url, &text, &stop))
+            let prefix = format!("load-{run_id:x}-{writer}");
+            std::thread::spawn(move || write_loop(&prefix, &url, &text, &stop))
         })
         .collect();
     std::thread::sleep(duration);
@@ -112,7 +117,7 @@ pub fn run(args: &LoadArgs) -> anyhow::Result<LoadReport> {
     Ok(report)
 }
 
-fn write_loop(writer: u32, url: &str, text: &str, stop: &AtomicBool) -> LoadReport {
+fn write_loop(prefix: &str, url: &str, text: &str, stop: &AtomicBool) -> LoadReport {
     let client = Client::new(url, Duration::from_secs(30));
     let mut report = LoadReport::default();
     let mut task = 0u64;
@@ -135,7 +140,7 @@ fn write_loop(writer: u32, url: &str, text: &str, stop: &AtomicBool) -> LoadRepo
             _ => {
                 task += 1;
                 let result = client.create(&CreateRequest {
-                    task_id: Some(format!("load-{}-{writer}-{task}", std::process::id())),
+                    task_id: Some(format!("{prefix}-{task}")),
                     message: Some(message(text, 0)),
                     ..CreateRequest::default()
                 });
