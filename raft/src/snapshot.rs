@@ -67,20 +67,107 @@ impl<R: Read> Read for Crc<R> {
     }
 }
 
+/// Prefix and suffix of snapshot file names: `snapshot-<term>-<index>.snap`, zero-padded, one
+/// file per snapshot so that building a new one never touches a file a peer is being sent.
+const FILE_PREFIX: &str = "snapshot-";
+const FILE_SUFFIX: &str = ".snap";
+/// The name of the single snapshot file of earlier versions; still read.
+const LEGACY_FILE: &str = "current.snap";
+/// Snapshot files kept: the newest and the one before it (it may still be in a transfer).
+const FILES_KEPT: usize = 2;
+
+/// The file name of a snapshot standing at `meta`'s last log id.
+pub fn file_name(meta: &SnapshotMeta) -> String {
+    let (term, index) = meta
+        .last_log_id
+        .map_or((0, 0), |id| (id.leader_id.term, id.index));
+    format!("{FILE_PREFIX}{term:020}-{index:020}{FILE_SUFFIX}")
+}
+
+/// The snapshot files in `dir`, newest first (by the term and index in their names; the legacy
+/// file last).
+pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(error) => return Err(error),
+    };
+    let mut named = Vec::new();
+    let mut legacy = None;
+    for entry in entries {
+        let name = entry?.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if name == LEGACY_FILE {
+            legacy = Some(dir.join(name));
+        } else if let Some(key) = name
+            .strip_prefix(FILE_PREFIX)
+            .and_then(|rest| rest.strip_suffix(FILE_SUFFIX))
+            .and_then(|key| key.split_once('-'))
+            .and_then(|(term, index)| Some((term.parse::<u64>().ok()?, index.parse::<u64>().ok()?)))
+        {
+            named.push((key, dir.join(name)));
+        }
+    }
+    named.sort_unstable_by_key(|(key, _)| std::cmp::Reverse(*key));
+    Ok(named
+        .into_iter()
+        .map(|(_, path)| path)
+        .chain(legacy)
+        .collect())
+}
+
+/// Removes snapshot files older than the [`FILES_KEPT`] newest (a transfer that has one open
+/// keeps reading it: the name goes, the file stays until closed).
+pub fn remove_old(dir: &Path) -> io::Result<()> {
+    for old in files(dir)?.into_iter().skip(FILES_KEPT) {
+        match fs::remove_file(&old) {
+            Ok(()) => {}
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
+/// Makes `file` (a checked snapshot standing at `meta`) the newest snapshot in `dir`: renamed
+/// when it is already in `dir` (a received transfer), copied otherwise; durable either way.
+///
+/// # Errors
+/// I/O errors.
+pub fn keep(file: &Path, meta: &SnapshotMeta, dir: &Path) -> io::Result<PathBuf> {
+    fs::create_dir_all(dir)?;
+    let target = dir.join(file_name(meta));
+    if file == target {
+        return Ok(target);
+    }
+    if file.parent() == Some(dir) {
+        fs::rename(file, &target)?;
+    } else {
+        let temp = dir.join(format!("{}.tmp", file_name(meta)));
+        fs::copy(file, &temp)?;
+        File::open(&temp)?.sync_all()?;
+        fs::rename(&temp, &target)?;
+    }
+    File::open(dir)?.sync_all()?;
+    remove_old(dir)?;
+    Ok(target)
+}
+
 /// Writes the snapshot of `store` (image and log prefix up to the image's position) into `dir`
-/// as `name`, durably; returns its meta (from `meta_for`, given where the image stands) and file.
+/// under its own name ([`file_name`]), durably; returns its meta (from `meta_for`, given where
+/// the image stands) and file. Older snapshot files beyond the newest two are removed.
 ///
 /// # Errors
 /// I/O and engine errors.
 pub fn build(
     store: &TaskStore,
     dir: &Path,
-    name: &str,
     meta_for: impl FnOnce(&tasklog_engine::ReplicaApplied) -> io::Result<SnapshotMeta>,
 ) -> io::Result<(SnapshotMeta, SnapshotFile)> {
     fs::create_dir_all(dir)?;
     let (applied, image) = store.snapshot().map_err(io_error)?;
     let meta = meta_for(&applied)?;
+    let name = file_name(&meta);
     let temp = dir.join(format!("{name}.tmp"));
     let file = File::create(&temp)?;
     let mut out = Crc {
@@ -127,6 +214,7 @@ pub fn build(
     let path = dir.join(name);
     fs::rename(&temp, &path)?;
     File::open(dir)?.sync_all()?;
+    remove_old(dir)?;
     Ok((meta, SnapshotFile { path }))
 }
 
@@ -273,4 +361,67 @@ fn append_chunk(store: &TaskStore, chunk: &mut Vec<(u64, u64, u8, Vec<u8>)>) -> 
         .map_err(io_error)?;
     chunk.clear();
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::{LogId, StoredMembership};
+
+    fn meta(term: u64, index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(LogId::new_term_index(term, index)),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    #[test]
+    fn files_are_named_per_snapshot_and_listed_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str| fs::write(dir.path().join(name), b"x").unwrap();
+        write(LEGACY_FILE);
+        write(&file_name(&meta(2, 9)));
+        write(&file_name(&meta(10, 3)));
+        write(&file_name(&meta(2, 100)));
+        write("snapshot-x-y.snap");
+        write("incoming-1-0.part");
+        let names: Vec<String> = files(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                file_name(&meta(10, 3)),
+                file_name(&meta(2, 100)),
+                file_name(&meta(2, 9)),
+                LEGACY_FILE.to_owned(),
+            ]
+        );
+        remove_old(dir.path()).unwrap();
+        assert_eq!(files(dir.path()).unwrap().len(), FILES_KEPT);
+        assert!(dir.path().join("incoming-1-0.part").exists());
+        assert!(files(&dir.path().join("missing")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn keep_renames_a_file_from_the_directory_and_copies_one_from_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let snapshots = dir.path().join("snapshots");
+        fs::create_dir_all(&snapshots).unwrap();
+        let received = snapshots.join("incoming-7-0.part");
+        fs::write(&received, b"received").unwrap();
+        let kept = keep(&received, &meta(3, 40), &snapshots).unwrap();
+        assert!(!received.exists());
+        assert_eq!(fs::read(&kept).unwrap(), b"received");
+        let outside = dir.path().join("elsewhere.snap");
+        fs::write(&outside, b"outside").unwrap();
+        let kept = keep(&outside, &meta(3, 50), &snapshots).unwrap();
+        assert!(outside.exists());
+        assert_eq!(fs::read(&kept).unwrap(), b"outside");
+        assert_eq!(files(&snapshots).unwrap()[0], kept);
+        // Keeping the newest file again changes nothing.
+        assert_eq!(keep(&kept, &meta(3, 50), &snapshots).unwrap(), kept);
+    }
 }

@@ -21,9 +21,6 @@ use crate::types::{
     position_of,
 };
 
-/// File name of the current snapshot in the snapshot directory.
-const CURRENT: &str = "current.snap";
-
 /// The state machine over a replicated [`TaskStore`].
 pub struct StateMachine {
     store: Arc<TaskStore>,
@@ -81,7 +78,7 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
         let store = self.store.clone();
         let dir = self.snapshot_dir.clone();
         let (meta, file) = tokio::task::spawn_blocking(move || {
-            snapshot::build(&store, &dir, CURRENT, |applied| {
+            snapshot::build(&store, &dir, |applied| {
                 let (last_log_id, last_membership) = applied_of(applied)?;
                 Ok(SnapshotMeta {
                     last_log_id,
@@ -189,14 +186,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ),
                 ));
             }
-            std::fs::create_dir_all(&dir)?;
-            let current = dir.join(CURRENT);
-            if snapshot.path != current {
-                std::fs::copy(&snapshot.path, dir.join(format!("{CURRENT}.tmp")))?;
-                std::fs::File::open(dir.join(format!("{CURRENT}.tmp")))?.sync_all()?;
-                std::fs::rename(dir.join(format!("{CURRENT}.tmp")), &current)?;
-                std::fs::File::open(&dir)?.sync_all()?;
-            }
+            // A received file (in the snapshot directory) is renamed, not copied; the
+            // network handler's clean-up then finds nothing to delete.
+            snapshot::keep(&snapshot.path, &expected, &dir)?;
             Ok(())
         })
         .await
@@ -204,17 +196,25 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     }
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
-        let path = self.snapshot_dir.join(CURRENT);
-        if !path.exists() {
-            return Ok(None);
-        }
-        let read = path.clone();
-        let meta = tokio::task::spawn_blocking(move || snapshot::read_meta(&read))
-            .await
-            .map_err(io::Error::other)??;
-        Ok(Some(Snapshot {
-            meta,
-            snapshot: SnapshotFile { path },
-        }))
+        let dir = self.snapshot_dir.clone();
+        tokio::task::spawn_blocking(move || {
+            // The newest file that checks out; a damaged one is reported and skipped.
+            for path in snapshot::files(&dir)? {
+                match snapshot::read_meta(&path) {
+                    Ok(meta) => {
+                        return Ok(Some(Snapshot {
+                            meta,
+                            snapshot: SnapshotFile { path },
+                        }));
+                    }
+                    Err(error) => {
+                        tracing::error!(path = %path.display(), %error, "damaged snapshot file skipped");
+                    }
+                }
+            }
+            Ok(None)
+        })
+        .await
+        .map_err(io::Error::other)?
     }
 }

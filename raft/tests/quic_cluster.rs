@@ -466,7 +466,14 @@ async fn a_purged_leader_sends_its_snapshot_to_a_new_learner_over_quic() {
         );
     }
     let snapshot_dir = cluster.dir(2).join("snapshots");
-    assert!(snapshot_dir.join("current.snap").exists());
+    let kept = tasklog_raft::snapshot::files(&snapshot_dir).unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    // Kept under its own name (the received file renamed, not copied).
+    let name = format!(
+        "snapshot-{:020}-{:020}.snap",
+        applied.leader_id.term, applied.index
+    );
+    assert!(kept[0].ends_with(&name), "{kept:?} is not {name}");
     // The received file goes once openraft has answered, which may be just after its metrics.
     eventually("the received file deleted", || {
         parts(&snapshot_dir).is_empty().then_some(())

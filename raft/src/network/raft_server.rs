@@ -5,8 +5,9 @@
 //! A streamed snapshot is written chunk by chunk into a temporary file in the snapshot
 //! directory (never held in memory whole), checked against the length its header declared,
 //! fsynced, and only then handed to `Raft::install_full_snapshot` as a [`SnapshotFile`]. The state
-//! machine keeps its own copy, so the received file is deleted once openraft answers; a transfer
-//! that is cut, stalls, or carries bad bytes deletes its file at once. Files left by a crash
+//! machine renames an installed file to its snapshot name; whatever is still there when openraft
+//! answers (a refused snapshot) is deleted then; a transfer that is cut, stalls, or carries bad
+//! bytes deletes its file at once. Files left by a crash
 //! (`incoming-*.part`) are removed when the handler is made.
 //!
 //! Bad bytes from a peer are answered with a typed error message, never a panic; a Raft error is
@@ -245,7 +246,7 @@ where
     };
     // Once openraft has the file, only it decides when the file is done with: install in a task
     // of its own, which outlives this handler if the sender goes away, and deletes the file
-    // after openraft answers (the state machine has its own copy by then).
+    // after openraft answers (an installed one has been renamed away by then).
     let install = tokio::spawn(async move {
         let result = raft.install_full_snapshot(header.vote, snapshot).await;
         drop(part);
