@@ -8,7 +8,8 @@
 //! - C4: the leader killed with SIGKILL under load, `TASKLOG_BENCH_KILLS` times (default 5; the
 //!   target is stated for 20): the time from the kill to the first write acknowledged after it
 //!   (writers keep writing to the survivors), then the killed node restarted and caught up;
-//!   every write acknowledged during the kills is read back from every node at the end.
+//!   every write acknowledged during the kills is read back from every node at the end;
+//! - C5: a fourth node added as a learner catches up with the log written so far: MB/s.
 //!
 //! `cargo bench -p tasklog-server --bench cluster` (about a minute plus 10 s per kill);
 //! `TASKLOG_BENCH_SECONDS` sets the length of each throughput step (default 5).
@@ -22,7 +23,7 @@ use tasklog_benches::{RawAppender, machine_facts};
 use tasklog_engine::model::{Message, Part, Role};
 use tasklog_raft::NodeId;
 use tasklog_server::client::Client;
-use tasklog_server::http::{AppendRequest, CreateRequest, EventBody};
+use tasklog_server::http::{AddLearnerRequest, AppendRequest, CreateRequest, EventBody};
 use tasklog_server::load::{self, LoadArgs, LoadReport};
 use tasklog_server::local::LocalCluster;
 
@@ -50,10 +51,12 @@ fn main() -> anyhow::Result<()> {
     let raw = raw_fsync_rate(root.path(), Duration::from_secs(2))?;
     println!("\nraw pwrite+fdatasync of 300 B on this disk: {raw:.0}/s (baseline, same run)");
 
-    let mut cluster = LocalCluster::start(
+    // Node 4 is a spare: C5 adds it as a learner once the others hold a log.
+    let mut cluster = LocalCluster::start_with_spares(
         std::path::Path::new(env!("CARGO_BIN_EXE_tasklog")),
         root.path(),
         3,
+        1,
         &[],
     )?;
     let ids = cluster.ids();
@@ -81,6 +84,8 @@ fn main() -> anyhow::Result<()> {
         let report = load::run(&args(nodes, writers, seconds))?;
         print_row(name, &report, raw);
     }
+
+    catch_up(&mut cluster, &ids, 4)?;
 
     println!("\nC4: leader killed with SIGKILL under load ({kills} kills):");
     let acked = Arc::new(Mutex::new(Vec::new()));
@@ -285,6 +290,65 @@ fn wait_caught_up(cluster: &LocalCluster, ids: &[NodeId]) -> anyhow::Result<()> 
         );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// C5: a new node catching up. The log is the data here, so a new member receives the leader's
+/// log (streamed appends; a snapshot only once retention has purged what it needs): measured as
+/// the leader's log bytes over the time from `add learner` to the learner having applied it all.
+fn catch_up(cluster: &mut LocalCluster, ids: &[NodeId], learner: NodeId) -> anyhow::Result<()> {
+    let leader = cluster.wait_for_leader(ids, TIMEOUT)?;
+    let target = cluster.client(leader).status()?.last_position;
+    let bytes = dir_bytes(&cluster.data_dir(leader).join("log"))?;
+    cluster.start_node(learner)?;
+    let start = Instant::now();
+    while !cluster.client(learner).healthy() {
+        anyhow::ensure!(start.elapsed() < TIMEOUT, "node {learner} did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let addr = cluster
+        .raft_addr(learner)
+        .ok_or_else(|| anyhow::anyhow!("no address for node {learner}"))?;
+    let start = Instant::now();
+    cluster.client(leader).add_learner(&AddLearnerRequest {
+        id: learner,
+        addr: addr.to_string(),
+        wait: false,
+    })?;
+    loop {
+        let applied = cluster
+            .client(learner)
+            .status()
+            .map_or(0, |s| s.applied_position);
+        if applied >= target {
+            break;
+        }
+        anyhow::ensure!(
+            start.elapsed() < TIMEOUT,
+            "node {learner} stuck at {applied} of {target}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let took = start.elapsed();
+    println!(
+        "\nC5: a new node caught up with {target} records ({:.1} MB of log) in {:.2} s: {:.0} MB/s",
+        bytes as f64 / 1e6,
+        took.as_secs_f64(),
+        bytes as f64 / 1e6 / took.as_secs_f64()
+    );
+    cluster.client(leader).remove_node(learner)?;
+    cluster.stop(learner, TIMEOUT)?;
+    Ok(())
+}
+
+fn dir_bytes(dir: &std::path::Path) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let meta = entry?.metadata()?;
+        if meta.is_file() {
+            total += meta.len();
+        }
+    }
+    Ok(total)
 }
 
 fn raw_fsync_rate(dir: &std::path::Path, run: Duration) -> anyhow::Result<f64> {

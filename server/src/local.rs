@@ -43,7 +43,23 @@ impl LocalCluster {
     /// # Errors
     /// Certificates that cannot be made, a process that cannot be started.
     pub fn start(exe: &Path, root: &Path, n: u64, extra_args: &[&str]) -> anyhow::Result<Self> {
-        let ids: Vec<NodeId> = (1..=n).collect();
+        Self::start_with_spares(exe, root, n, 0, extra_args)
+    }
+
+    /// As [`LocalCluster::start`], with `spares` more nodes (ids `n + 1 ..`) given certificates
+    /// and addresses but not started and not members: start one with
+    /// [`LocalCluster::start_node`] and add it as a learner.
+    ///
+    /// # Errors
+    /// As [`LocalCluster::start`].
+    pub fn start_with_spares(
+        exe: &Path,
+        root: &Path,
+        n: u64,
+        spares: u64,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let ids: Vec<NodeId> = (1..=n + spares).collect();
         certs::create(
             &root.join("certs"),
             &CertsOptions {
@@ -79,7 +95,7 @@ impl LocalCluster {
             ];
             args.extend(extra_args.iter().map(|a| (*a).to_owned()));
             for (&peer, addr) in &raft {
-                if peer != id {
+                if peer != id && peer <= n {
                     args.push("--peer".into());
                     args.push(format!("{peer}={addr}"));
                 }
@@ -99,14 +115,20 @@ impl LocalCluster {
             cluster
                 .clients
                 .insert(id, Client::new(format!("http://{http}"), CALL_TIMEOUT));
-            cluster.start_node(id)?;
+            if id <= n {
+                cluster.start_node(id)?;
+            }
         }
         Ok(cluster)
     }
 
-    /// The node ids.
+    /// The ids of the nodes running now.
     pub fn ids(&self) -> Vec<NodeId> {
-        self.nodes.keys().copied().collect()
+        self.nodes
+            .iter()
+            .filter(|(_, node)| node.child.is_some())
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// The root directory.
