@@ -66,7 +66,9 @@ pub fn log_id(term: u64, position: Position) -> Option<LogId> {
 pub struct Command {
     /// The record kind.
     pub kind: u8,
-    /// The record payload.
+    /// The record payload (one serde byte string: postcard copies it whole, with the same
+    /// bytes on the wire as a sequence of `u8`).
+    #[serde(with = "serde_bytes")]
     pub payload: Vec<u8>,
 }
 
@@ -218,6 +220,24 @@ mod tests {
             log_id(3, Position::new(8)),
             Some(LogId::new_term_index(3, 7))
         );
+    }
+
+    #[test]
+    fn a_command_payload_has_the_bytes_of_a_plain_sequence_on_the_wire() {
+        #[derive(Serialize)]
+        struct Plain {
+            kind: u8,
+            payload: Vec<u8>,
+        }
+        let payload: Vec<u8> = (0..=255).chain(0..44).collect();
+        let command = Command {
+            kind: 1,
+            payload: payload.clone(),
+        };
+        let ours = postcard::to_allocvec(&command).unwrap();
+        assert_eq!(ours, postcard::to_allocvec(&Plain { kind: 1, payload }).unwrap());
+        let back: Command = postcard::from_bytes(&ours).unwrap();
+        assert!(back == command);
     }
 
     #[test]
