@@ -180,6 +180,17 @@ impl Node {
         self.raft.metrics().borrow_watched().clone()
     }
 
+    /// The last position applied to this node's task state (what its reads see); cheaper than
+    /// [`Node::status`].
+    pub fn applied_position(&self) -> u64 {
+        use openraft::type_config::async_runtime::WatchReceiver;
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .last_applied
+            .map_or(0, |id| position_of(id.index()).get())
+    }
+
     /// This node's view of itself and the cluster.
     pub fn status(&self) -> NodeStatus {
         let metrics = self.metrics();

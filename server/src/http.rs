@@ -315,7 +315,7 @@ async fn get_task(
     let store = node.store();
     // The version read on both sides of the fold: equal means the task did not change between.
     for _ in 0..8 {
-        let applied_position = node.status().applied_position;
+        let applied_position = node.applied_position();
         let before = store.version(&task_id);
         let task = store
             .get(&task_id, query.history_length)
