@@ -58,6 +58,7 @@ use tasklog_benches::{
 };
 use tasklog_engine::event::{Event, EventBatch, TASK_BATCH_KIND};
 use tasklog_engine::model::{Message, Part, Role, TaskState, TaskStatus, Timestamp};
+use tasklog_engine::id::CompactId;
 use tasklog_engine::state::TaskMeta;
 use tasklog_engine::subscribe::{Tail, TaskSubscription};
 use tasklog_engine::{Log, NewRecord, NewTask, Options, Position, SyncPolicy, TaskStore, record};
@@ -415,8 +416,8 @@ fn gets_and_memory(dir: &Path, cfg: &Config) -> Result<Vec<Row>> {
         Row::info("E7", "resident memory per idle task", per_task, "B").with(Target::AtMost(200.0)),
         Row::info(
             "E7",
-            "  size_of (String, TaskMeta) entry",
-            size_of::<(String, TaskMeta)>() as f64,
+            "  size_of (CompactId, TaskMeta) slab entry",
+            size_of::<(CompactId, TaskMeta)>() as f64,
             "B",
         ),
         Row::info(

@@ -81,32 +81,36 @@ pub struct ReplicaCheckpoint {
 }
 
 impl CheckpointTask {
-    pub(crate) fn from_meta(id: &CompactId, meta: &TaskMeta) -> Self {
+    pub(crate) fn from_meta(id: &CompactId, meta: &TaskMeta, context_id: &CompactId) -> Self {
         CheckpointTask {
             id: id.to_string(),
             version: meta.version,
             state: meta.state,
-            context_id: meta.context_id.to_string(),
+            context_id: context_id.to_string(),
             status_timestamp: meta.status_timestamp,
             batches: meta.batches.as_slice().to_vec(),
             artifact_ids: meta.artifact_ids.as_deref().cloned().unwrap_or_default(),
         }
     }
 
-    pub(crate) fn into_meta(self) -> (CompactId, TaskMeta) {
+    /// `(id, context id, metadata)`, as [`crate::state::TaskTable::restore`] takes a task.
+    pub(crate) fn into_meta(self) -> (CompactId, CompactId, TaskMeta) {
         let batches = match self.batches.as_slice() {
             [one] => Batches::One([*one]),
             _ => Batches::Many(self.batches),
         };
-        let meta = TaskMeta {
-            version: self.version,
-            status_timestamp: self.status_timestamp,
-            context_id: CompactId::new(&self.context_id),
+        let meta = TaskMeta::new(
+            self.version,
+            self.state,
+            self.status_timestamp,
             batches,
-            artifact_ids: (!self.artifact_ids.is_empty()).then(|| Box::new(self.artifact_ids)),
-            state: self.state,
-        };
-        (CompactId::new(&self.id), meta)
+            (!self.artifact_ids.is_empty()).then(|| Box::new(self.artifact_ids)),
+        );
+        (
+            CompactId::new(&self.id),
+            CompactId::new(&self.context_id),
+            meta,
+        )
     }
 }
 

@@ -81,6 +81,7 @@ mod le;
 pub mod limits;
 mod log;
 pub mod model;
+mod order;
 pub mod record;
 mod recovery;
 pub mod segment;
