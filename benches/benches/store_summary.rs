@@ -57,8 +57,8 @@ use tasklog_benches::{
     PAYLOAD_BYTES, XorShift64, json_head, json_number, json_string, machine_facts,
 };
 use tasklog_engine::event::{Event, EventBatch, TASK_BATCH_KIND};
-use tasklog_engine::model::{Message, Part, Role, TaskState, TaskStatus, Timestamp};
 use tasklog_engine::id::CompactId;
+use tasklog_engine::model::{Message, Part, Role, TaskState, TaskStatus, Timestamp};
 use tasklog_engine::state::TaskMeta;
 use tasklog_engine::subscribe::{Tail, TaskSubscription};
 use tasklog_engine::{Log, NewRecord, NewTask, Options, Position, SyncPolicy, TaskStore, record};

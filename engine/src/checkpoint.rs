@@ -81,20 +81,20 @@ pub struct ReplicaCheckpoint {
 }
 
 impl CheckpointTask {
-    pub(crate) fn from_meta(id: &CompactId, meta: &TaskMeta, context_id: &CompactId) -> Self {
+    pub(crate) fn from_meta(id: &CompactId, meta: &TaskMeta) -> Self {
         CheckpointTask {
             id: id.to_string(),
             version: meta.version,
             state: meta.state,
-            context_id: context_id.to_string(),
+            context_id: meta.context_id.to_string(),
             status_timestamp: meta.status_timestamp,
             batches: meta.batches.as_slice().to_vec(),
             artifact_ids: meta.artifact_ids.as_deref().cloned().unwrap_or_default(),
         }
     }
 
-    /// `(id, context id, metadata)`, as [`crate::state::TaskTable::restore`] takes a task.
-    pub(crate) fn into_meta(self) -> (CompactId, CompactId, TaskMeta) {
+    /// `(id, metadata)`, as [`crate::state::TaskTable::restore`] takes a task.
+    pub(crate) fn into_meta(self) -> (CompactId, TaskMeta) {
         let batches = match self.batches.as_slice() {
             [one] => Batches::One([*one]),
             _ => Batches::Many(self.batches),
@@ -103,14 +103,11 @@ impl CheckpointTask {
             self.version,
             self.state,
             self.status_timestamp,
+            CompactId::new(&self.context_id),
             batches,
             (!self.artifact_ids.is_empty()).then(|| Box::new(self.artifact_ids)),
         );
-        (
-            CompactId::new(&self.id),
-            CompactId::new(&self.context_id),
-            meta,
-        )
+        (CompactId::new(&self.id), meta)
     }
 }
 

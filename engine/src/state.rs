@@ -30,8 +30,8 @@ use crate::limits::{TASKS_MAX, VERSION_MAX};
 use crate::model::{Task, TaskState, Timestamp};
 use crate::order::OrderList;
 
-/// What the engine keeps in memory per task besides its id: 56 bytes and, for a task written
-/// once, no heap allocation (DESIGN.md §6, E7).
+/// What the engine keeps in memory per task besides its id: 80 bytes and, for a task written
+/// once with a UUID context, no heap allocation (DESIGN.md §6, E7).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskMeta {
     /// Number of events applied (the version of the last one), at most
@@ -39,18 +39,21 @@ pub struct TaskMeta {
     pub version: u64,
     /// Time of the current status (the `ListTasks` order).
     pub status_timestamp: Timestamp,
+    /// The task's context. Kept here although the table also interns contexts, so that reading
+    /// a task's latest state (DESIGN.md §6, E4) costs no second lookup.
+    pub context_id: CompactId,
     /// The task's event batches, oldest first.
     pub batches: Batches,
     /// Ids of its artifacts (an `append` must name one of them); most tasks have none.
     pub artifact_ids: Option<Box<Vec<String>>>,
-    /// The table's handle of the task's context ([`TaskTable::context_id`] names it); set by the
-    /// table, ignored by [`TaskTable::restore`].
+    /// The table's handle of the task's context entry; set by the table, ignored by
+    /// [`TaskTable::restore`].
     pub(crate) context: u32,
     /// Current state.
     pub state: TaskState,
 }
 
-const _: () = assert!(size_of::<TaskMeta>() <= 56);
+const _: () = assert!(size_of::<TaskMeta>() <= 80);
 
 /// A task's batches as `(log position, version of its last event)`, oldest first; one batch (the
 /// common case for an idle task) is kept inline.
@@ -81,18 +84,20 @@ impl Batches {
 }
 
 impl TaskMeta {
-    /// Metadata of a task in `state` since `status_timestamp`, at `version`, with `batches`; the
-    /// table sets its context.
+    /// Metadata of a task of `context_id` in `state` since `status_timestamp`, at `version`,
+    /// with `batches`.
     pub fn new(
         version: u64,
         state: TaskState,
         status_timestamp: Timestamp,
+        context_id: CompactId,
         batches: Batches,
         artifact_ids: Option<Box<Vec<String>>>,
     ) -> Self {
         TaskMeta {
             version,
             status_timestamp,
+            context_id,
             batches,
             artifact_ids,
             context: 0,
@@ -164,7 +169,7 @@ struct TaskEntry {
     meta: TaskMeta,
 }
 
-const _: () = assert!(size_of::<Option<TaskEntry>>() <= 80);
+const _: () = assert!(size_of::<Option<TaskEntry>>() <= 104);
 
 /// One context with at least one live task.
 #[derive(Debug)]
@@ -280,11 +285,6 @@ impl TaskTable {
         entry(&self.tasks, slot).map(|task| &task.meta)
     }
 
-    /// The id of the context of a task of this table.
-    pub fn context_id(&self, meta: &TaskMeta) -> &CompactId {
-        context_entry(&self.contexts, meta.context).map_or(&NO_ID, |context| &context.id)
-    }
-
     /// Number of live tasks.
     pub fn len(&self) -> usize {
         self.len
@@ -295,17 +295,16 @@ impl TaskTable {
         self.len == 0
     }
 
-    /// Rebuilds a table from checkpointed tasks `(id, context id, metadata)`: the slab and maps
+    /// Rebuilds a table from checkpointed tasks `(id, metadata)`: the slab and maps
     /// sized once, every order list built from one sort (inserting a million tasks one by one
     /// costs several times more). A task id given twice (which a valid checkpoint never does)
     /// keeps its first entry.
-    pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, CompactId, TaskMeta)>) -> Self {
+    pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Self {
         let count = tasks.len().min(TASKS_MAX);
         let mut table = TaskTable::default();
         table.tasks.reserve_exact(count);
         table.task_index.reserve(count, |_| 0);
-        let mut context_ids = Vec::with_capacity(count);
-        for (id, context_id, meta) in tasks {
+        for (id, meta) in tasks {
             let Ok(slot) = u32::try_from(table.tasks.len()) else {
                 break;
             };
@@ -323,7 +322,6 @@ impl TaskTable {
                 entry(tasks, s).map_or(0, |task| hasher.hash_one(&task.id))
             });
             tasks.push(Some(TaskEntry { id, meta }));
-            context_ids.push(Some(context_id));
         }
         table.len = table.tasks.len();
         // Sort by status time (inline), then by id only on a tie (a slab lookup).
@@ -339,12 +337,13 @@ impl TaskTable {
             });
         }
         for (_, slot) in ranked {
-            let Some(context_id) = context_ids.get_mut(slot as usize).and_then(Option::take) else {
+            let Some((state, context_id)) =
+                entry(&table.tasks, slot).map(|t| (t.meta.state, t.meta.context_id.clone()))
+            else {
                 continue;
             };
-            let state = entry(&table.tasks, slot).map_or(TaskState::Unspecified, |t| t.meta.state);
             let context =
-                table.add_to_context(context_id, slot, |list, slot, _, _| list.push_last(slot));
+                table.add_to_context(&context_id, slot, |list, slot, _, _| list.push_last(slot));
             if let Some(Some(task)) = table.tasks.get_mut(slot as usize) {
                 task.meta.context = context;
             }
@@ -355,12 +354,12 @@ impl TaskTable {
         table
     }
 
-    /// Every live task with its context id, for a checkpoint.
-    pub fn iter(&self) -> impl Iterator<Item = (&CompactId, &TaskMeta, &CompactId)> {
+    /// Every live task, for a checkpoint.
+    pub fn iter(&self) -> impl Iterator<Item = (&CompactId, &TaskMeta)> {
         self.tasks
             .iter()
             .flatten()
-            .map(|task| (&task.id, &task.meta, self.context_id(&task.meta)))
+            .map(|task| (&task.id, &task.meta))
     }
 
     /// The smallest log position any live task still needs (its first record), if any task lives.
@@ -516,12 +515,12 @@ impl TaskTable {
     /// the slot into the context's order list once it has one; returns the context's slot.
     fn add_to_context(
         &mut self,
-        id: CompactId,
+        id: &CompactId,
         slot: u32,
         insert: impl Fn(&mut OrderList, u32, &[Option<TaskEntry>], Rank<'_>),
     ) -> u32 {
         let state = entry(&self.tasks, slot).map_or(TaskState::Unspecified, |t| t.meta.state);
-        if let Some(context) = self.find_context(&id) {
+        if let Some(context) = self.find_context(id) {
             let TaskTable {
                 tasks, contexts, ..
             } = self;
@@ -553,7 +552,7 @@ impl TaskTable {
             return context;
         }
         let new = ContextEntry {
-            id,
+            id: id.clone(),
             tasks: ContextTasks::One(slot),
         };
         let context = match self.free_contexts.pop() {
@@ -833,16 +832,14 @@ impl TaskTable {
                 slot
             }
             None => {
-                let Some(slot) = self.insert(task_id, state, time) else {
+                let context_id = CompactId::new(context_id.unwrap_or_default());
+                let Some(slot) = self.insert(task_id, state, time, context_id.clone()) else {
                     return;
                 };
-                let context = self.add_to_context(
-                    CompactId::new(context_id.unwrap_or_default()),
-                    slot,
-                    |list, slot, tasks, rank_of_slot| {
+                let context =
+                    self.add_to_context(&context_id, slot, |list, slot, tasks, rank_of_slot| {
                         list.insert(slot, &rank_of_slot, |s| rank(tasks, s))
-                    },
-                );
+                    });
                 if let Some(Some(task)) = self.tasks.get_mut(slot as usize) {
                     task.meta.context = context;
                 }
@@ -874,11 +871,17 @@ impl TaskTable {
 
     /// A new slab entry for `id` (in no list yet); `None` when the table is full, which
     /// [`TaskTable::check`] refuses before.
-    fn insert(&mut self, id: CompactId, state: TaskState, time: Timestamp) -> Option<u32> {
+    fn insert(
+        &mut self,
+        id: CompactId,
+        state: TaskState,
+        time: Timestamp,
+        context_id: CompactId,
+    ) -> Option<u32> {
         let hash = self.hasher.hash_one(&id);
         let task = TaskEntry {
             id,
-            meta: TaskMeta::new(0, state, time, Batches::Many(Vec::new()), None),
+            meta: TaskMeta::new(0, state, time, context_id, Batches::Many(Vec::new()), None),
         };
         let slot = match self.free_tasks.pop() {
             Some(free) => {
@@ -982,7 +985,7 @@ impl TaskTable {
                 let meta = entry(tasks, task)
                     .map(|t| &t.meta)
                     .ok_or("a context names a free slot")?;
-                if meta.context != slot {
+                if meta.context != slot || meta.context_id != context.id {
                     return Err(format!("context {} lists a task of another", context.id));
                 }
                 in_contexts += 1;
@@ -1281,11 +1284,11 @@ mod tests {
         let meta = |version| {
             (
                 CompactId::new("t"),
-                CompactId::new("c"),
                 TaskMeta::new(
                     version,
                     TaskState::Working,
                     Timestamp(1),
+                    CompactId::new("c"),
                     Batches::One([(1, version)]),
                     None,
                 ),
@@ -1462,9 +1465,9 @@ mod tests {
     }
 
     fn restored(table: &TaskTable) -> TaskTable {
-        let image: Vec<(CompactId, CompactId, TaskMeta)> = table
+        let image: Vec<(CompactId, TaskMeta)> = table
             .iter()
-            .map(|(id, meta, context)| (id.clone(), context.clone(), meta.clone()))
+            .map(|(id, meta)| (id.clone(), meta.clone()))
             .collect();
         TaskTable::restore(image.into_iter())
     }

@@ -462,7 +462,7 @@ impl TaskStore {
             tasks: table
                 .tasks
                 .iter()
-                .map(|(id, meta, context_id)| CheckpointTask::from_meta(id, meta, context_id))
+                .map(|(id, meta)| CheckpointTask::from_meta(id, meta))
                 .collect(),
             rejected: table.rejected.range(..=covered).copied().collect(),
             replica,
@@ -502,7 +502,7 @@ impl TaskStore {
         table.tasks.get(task_id).map(|meta| TaskSummary {
             version: meta.version,
             state: meta.state,
-            context_id: table.tasks.context_id(meta).clone(),
+            context_id: meta.context_id.clone(),
             status_timestamp: meta.status_timestamp,
         })
     }
