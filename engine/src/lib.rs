@@ -85,6 +85,7 @@ mod order;
 pub mod record;
 mod recovery;
 pub mod segment;
+mod slot_index;
 pub mod state;
 mod storage;
 mod store;

@@ -8,7 +8,7 @@
 //! the tasks (never on hashing or on the order a table was built in), so every node lists alike.
 //!
 //! Layout (DESIGN.md §6, E7: memory per idle task). Tasks live in a slab indexed by a `u32` slot;
-//! the id → slot map stores only slots (hashing the id kept in the slab). Every task is in exactly
+//! the id → slot map ([`SlotIndex`]) stores only slots and hash bits (the id is in the slab). Every task is in exactly
 //! one per-state [`OrderList`] of slots (4 bytes a task); contexts are interned the same way, and
 //! a context with several tasks keeps its own order list and per-state counts, while one with a
 //! single task (the common case: a new conversation) keeps just that slot.
@@ -29,6 +29,7 @@ use crate::id::CompactId;
 use crate::limits::{TASKS_MAX, VERSION_MAX};
 use crate::model::{Task, TaskState, Timestamp};
 use crate::order::OrderList;
+use crate::slot_index::SlotIndex;
 
 /// What the engine keeps in memory per task besides its id: 80 bytes and, for a task written
 /// once with a UUID context, no heap allocation (DESIGN.md §6, E7).
@@ -247,7 +248,7 @@ pub struct TaskTable {
     tasks: Vec<Option<TaskEntry>>,
     free_tasks: Vec<u32>,
     /// Task id → slot, hashed by the id in the slab.
-    task_index: HashTable<u32>,
+    task_index: SlotIndex,
     contexts: Vec<Option<ContextEntry>>,
     free_contexts: Vec<u32>,
     /// Context id → slot in `contexts`.
@@ -263,11 +264,9 @@ pub struct TaskTable {
 impl TaskTable {
     fn find_task(&self, id: &CompactId) -> Option<u32> {
         let tasks = &self.tasks;
-        self.task_index
-            .find(self.hasher.hash_one(id), |&slot| {
-                entry(tasks, slot).is_some_and(|task| task.id == *id)
-            })
-            .copied()
+        self.task_index.find(self.hasher.hash_one(id), |slot| {
+            entry(tasks, slot).is_some_and(|task| task.id == *id)
+        })
     }
 
     fn find_context(&self, id: &CompactId) -> Option<u32> {
@@ -303,7 +302,7 @@ impl TaskTable {
         let count = tasks.len().min(TASKS_MAX);
         let mut table = TaskTable::default();
         table.tasks.reserve_exact(count);
-        table.task_index.reserve(count, |_| 0);
+        table.task_index.reserve(count);
         for (id, meta) in tasks {
             let Ok(slot) = u32::try_from(table.tasks.len()) else {
                 break;
@@ -311,17 +310,8 @@ impl TaskTable {
             if table.tasks.len() >= TASKS_MAX || table.find_task(&id).is_some() {
                 continue;
             }
-            let hash = table.hasher.hash_one(&id);
-            let TaskTable {
-                tasks,
-                task_index,
-                hasher,
-                ..
-            } = &mut table;
-            task_index.insert_unique(hash, slot, |&s| {
-                entry(tasks, s).map_or(0, |task| hasher.hash_one(&task.id))
-            });
-            tasks.push(Some(TaskEntry { id, meta }));
+            table.task_index.insert(table.hasher.hash_one(&id), slot);
+            table.tasks.push(Some(TaskEntry { id, meta }));
         }
         table.len = table.tasks.len();
         // Sort by status time (inline), then by id only on a tie (a slab lookup).
@@ -899,15 +889,7 @@ impl TaskTable {
                 next
             }
         };
-        let TaskTable {
-            tasks,
-            task_index,
-            hasher,
-            ..
-        } = self;
-        task_index.insert_unique(hash, slot, |&s| {
-            entry(tasks, s).map_or(0, |task| hasher.hash_one(&task.id))
-        });
+        self.task_index.insert(hash, slot);
         self.len += 1;
         Some(slot)
     }
@@ -916,9 +898,8 @@ impl TaskTable {
     fn remove(&mut self, slot: u32) {
         self.unlink(slot, false);
         let hash = entry(&self.tasks, slot).map_or(0, |task| self.hasher.hash_one(&task.id));
-        if let Ok(found) = self.task_index.find_entry(hash, |&s| s == slot) {
-            found.remove();
-        }
+        let removed = self.task_index.remove(hash, slot);
+        debug_assert!(removed, "task slot {slot} missing from the id index");
         if let Some(vacant) = self.tasks.get_mut(slot as usize) {
             *vacant = None;
         }
