@@ -46,6 +46,7 @@ fn slot_of(bucket: Bucket) -> u32 {
 
 impl SlotIndex {
     /// Number of slots held.
+    #[cfg(any(test, feature = "testing"))]
     pub(crate) fn len(&self) -> usize {
         self.len
     }

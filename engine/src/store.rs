@@ -568,7 +568,9 @@ impl TaskStore {
         self.fold_task(task_id, &positions, history_length)
     }
 
-    /// The task folded from its batches at `positions` (oldest first, as the table lists them).
+    /// The task folded from its batches at `positions` (oldest first, as the table lists them):
+    /// each taken from the batches remembered for subscribers if it is still there (no read, no
+    /// decode), else read from the log.
     fn fold_task(
         &self,
         task_id: &str,
@@ -578,8 +580,10 @@ impl TaskStore {
         let mut task = None;
         let mut version = 0u64;
         for &position in positions {
-            let entry = self.log.read(Position::new(position))?;
-            let batch: EventBatch = record::decode(&entry)?;
+            let batch = match self.recent_batch(position) {
+                Some(batch) => batch,
+                None => Arc::new(record::decode(&self.log.read(Position::new(position))?)?),
+            };
             check_listed_batch(&batch, position, task_id, version.saturating_add(1))?;
             version = batch.last_version();
             fold(&mut task, &batch);
