@@ -7,11 +7,12 @@
 //! cluster, at Raft apply on every node, so every node decides alike; the indexes depend only on
 //! the tasks (never on hashing or on the order a table was built in), so every node lists alike.
 //!
-//! Layout (DESIGN.md §6, E7: memory per idle task). Tasks live in a slab indexed by a `u32` slot;
-//! the id → slot map ([`SlotIndex`]) stores only slots and hash bits (the id is in the slab). Every task is in exactly
-//! one per-state [`OrderList`] of slots (4 bytes a task); contexts are interned the same way, and
-//! a context with several tasks keeps its own order list and per-state counts, while one with a
-//! single task (the common case: a new conversation) keeps just that slot.
+//! Layout (DESIGN.md §6, E7: memory per idle task). Tasks live in a slab indexed by a `u32`
+//! slot; the id → slot map (`SlotIndex`) stores only slots and hash bits (the id is in the slab).
+//! Every task is in exactly one per-state `OrderList` of slots (4 bytes a task); contexts are
+//! interned in a slab too, and a context with several tasks keeps its own order list and
+//! per-state counts, while one with a single task (the common case: a new conversation) keeps
+//! just that slot.
 //!
 //! Invariants, kept by `apply`, `restore` and nothing else: a live task's slot is in
 //! `by_state[its state]` and in its context (the slot itself for a one-task context, else the
