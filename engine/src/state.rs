@@ -184,8 +184,61 @@ struct ContextEntry {
 enum ContextTasks {
     /// The context's only task.
     One(u32),
-    /// Two tasks or more.
+    /// Two to [`FEW_TASKS_MAX`] tasks, ascending rank, then [`NO_SLOT`]: one small allocation
+    /// (a short conversation); counts are walked, not kept.
+    Few(Box<Few>),
+    /// More (a context that reached more than [`FEW_TASKS_MAX`] keeps this until one task is
+    /// left).
     Many(Box<ContextMany>),
+}
+
+/// Most tasks a context keeps in a [`Few`] array.
+const FEW_TASKS_MAX: usize = 8;
+
+/// The tasks of a small context; unused places hold [`NO_SLOT`].
+type Few = [u32; FEW_TASKS_MAX];
+
+/// An unused place of a [`Few`] array: no task slot is `u32::MAX` (`limits::TASKS_MAX`).
+const NO_SLOT: u32 = u32::MAX;
+
+/// The slots of a [`Few`] array.
+fn few_slots(few: &Few) -> &[u32] {
+    let len = few
+        .iter()
+        .position(|slot| *slot == NO_SLOT)
+        .unwrap_or(FEW_TASKS_MAX);
+    few.get(..len).unwrap_or_default()
+}
+
+/// Inserts `slot` at its rank; `false` (nothing changed) when the array is full.
+fn few_insert<'a>(few: &mut Few, slot: u32, rank_of: impl Fn(u32) -> Rank<'a>) -> bool {
+    let slots = few_slots(few);
+    let len = slots.len();
+    if len >= FEW_TASKS_MAX {
+        return false;
+    }
+    let rank = rank_of(slot);
+    let at = slots.partition_point(|&s| rank_of(s) < rank);
+    // `at <= len < FEW_TASKS_MAX`: the shifted range ends at `len + 1 <= FEW_TASKS_MAX`.
+    few.copy_within(at..len, at + 1);
+    if let Some(place) = few.get_mut(at) {
+        *place = slot;
+    }
+    true
+}
+
+/// Removes `slot`; `false` if it is not there.
+fn few_remove(few: &mut Few, slot: u32) -> bool {
+    let slots = few_slots(few);
+    let len = slots.len();
+    let Some(at) = slots.iter().position(|s| *s == slot) else {
+        return false;
+    };
+    few.copy_within(at + 1..len, at);
+    if let Some(last) = few.get_mut(len - 1) {
+        *last = NO_SLOT;
+    }
+    true
 }
 
 #[derive(Debug)]
@@ -418,6 +471,16 @@ impl TaskTable {
                     ..
                 }) => Box::new(std::iter::once(*slot).filter(move |s| below_cursor(*s))),
                 Some(ContextEntry {
+                    tasks: ContextTasks::Few(few),
+                    ..
+                }) => Box::new(
+                    few_slots(few)
+                        .iter()
+                        .rev()
+                        .copied()
+                        .filter(move |s| below_cursor(*s)),
+                ),
+                Some(ContextEntry {
                     tasks: ContextTasks::Many(many),
                     ..
                 }) => Box::new(many.order.descending_below(below_cursor)),
@@ -481,6 +544,10 @@ impl TaskTable {
                         ..
                     }) => usize::from(matches(*slot)),
                     Some(ContextEntry {
+                        tasks: ContextTasks::Few(few),
+                        ..
+                    }) => few_slots(few).iter().filter(|s| matches(**s)).count(),
+                    Some(ContextEntry {
                         tasks: ContextTasks::Many(many),
                         ..
                     }) => match (state, time) {
@@ -520,18 +587,26 @@ impl TaskTable {
             };
             match &mut found.tasks {
                 ContextTasks::One(other) => {
-                    let other = *other;
-                    let other_state =
-                        entry(tasks, other).map_or(TaskState::Unspecified, |t| t.meta.state);
-                    let mut states = [0u32; STATE_COUNT];
-                    for s in [state, other_state] {
-                        if let Some(count) = states.get_mut(state_index(s)) {
-                            *count += 1;
+                    let mut few = Box::new([NO_SLOT; FEW_TASKS_MAX]);
+                    few_insert(&mut few, *other, |s| rank(tasks, s));
+                    few_insert(&mut few, slot, |s| rank(tasks, s));
+                    found.tasks = ContextTasks::Few(few);
+                }
+                ContextTasks::Few(few) => {
+                    if !few_insert(few, slot, |s| rank(tasks, s)) {
+                        // Full: the context gets an order list and counts.
+                        let mut states = [0u32; STATE_COUNT];
+                        for &member in few_slots(few).iter().chain([&slot]) {
+                            let member_state = entry(tasks, member)
+                                .map_or(TaskState::Unspecified, |t| t.meta.state);
+                            if let Some(count) = states.get_mut(state_index(member_state)) {
+                                *count += 1;
+                            }
                         }
+                        let mut order = OrderList::from_sorted(few_slots(few).iter().copied());
+                        insert(&mut order, slot, tasks, rank(tasks, slot));
+                        found.tasks = ContextTasks::Many(Box::new(ContextMany { order, states }));
                     }
-                    let mut order = OrderList::from_sorted([other]);
-                    order.insert(slot, &rank(tasks, slot), |s| rank(tasks, s));
-                    found.tasks = ContextTasks::Many(Box::new(ContextMany { order, states }));
                 }
                 ContextTasks::Many(many) => {
                     insert(&mut many.order, slot, tasks, rank(tasks, slot));
@@ -594,6 +669,13 @@ impl TaskTable {
         if let Some(Some(found)) = contexts.get_mut(context as usize) {
             match &mut found.tasks {
                 ContextTasks::One(_) => drop_context = !keep_context,
+                ContextTasks::Few(few) => {
+                    let removed = few_remove(few, slot);
+                    debug_assert!(removed, "task slot {slot} missing from its context");
+                    if let ([last], false) = (few_slots(few), keep_context) {
+                        found.tasks = ContextTasks::One(*last);
+                    }
+                }
                 ContextTasks::Many(many) => {
                     let removed = many.order.remove(slot, &rank_of(slot), rank_of);
                     debug_assert!(removed, "task slot {slot} missing from its context");
@@ -639,15 +721,25 @@ impl TaskTable {
         if let Some(list) = by_state.get_mut(state_index(state)) {
             list.insert(slot, &rank_of(slot), rank_of);
         }
-        if let Some(Some(ContextEntry {
-            tasks: ContextTasks::Many(many),
-            ..
-        })) = contexts.get_mut(context as usize)
-        {
-            many.order.insert(slot, &rank_of(slot), rank_of);
-            if let Some(count) = many.states.get_mut(state_index(state)) {
-                *count += 1;
+        match contexts.get_mut(context as usize) {
+            Some(Some(ContextEntry {
+                tasks: ContextTasks::Few(few),
+                ..
+            })) => {
+                // Room: `unlink` took the task out first.
+                let inserted = few_insert(few, slot, rank_of);
+                debug_assert!(inserted, "no room to put task slot {slot} back");
             }
+            Some(Some(ContextEntry {
+                tasks: ContextTasks::Many(many),
+                ..
+            })) => {
+                many.order.insert(slot, &rank_of(slot), rank_of);
+                if let Some(count) = many.states.get_mut(state_index(state)) {
+                    *count += 1;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -948,6 +1040,15 @@ impl TaskTable {
             }
             let members = match &context.tasks {
                 ContextTasks::One(task) => vec![*task],
+                ContextTasks::Few(few) => {
+                    let members = few_slots(few).to_vec();
+                    let sorted = members.windows(2).all(|w| rank_of(w[0]) < rank_of(w[1]));
+                    let unused = few.get(members.len()..).unwrap_or_default();
+                    if members.len() < 2 || !sorted || unused.iter().any(|s| *s != NO_SLOT) {
+                        return Err(format!("context {} has a bad small list", context.id));
+                    }
+                    members
+                }
                 ContextTasks::Many(many) => {
                     let members = ascending(&many.order)?;
                     let mut states = [0u32; STATE_COUNT];
@@ -1538,7 +1639,7 @@ mod tests {
     /// Every filter (each context, each state, times, their combinations) paged with small
     /// pages: the pages and totals match the model's, and paging visits each match once.
     fn check_lists(table: &TaskTable, model: &Model) {
-        let contexts = [
+        let mut contexts = vec![
             None,
             Some("00000000-0000-4000-8000-000000000000"),
             Some("c1"),
@@ -1546,6 +1647,11 @@ mod tests {
             Some("c3"),
             Some("absent"),
         ];
+        for (_, context, ..) in model {
+            if !contexts.contains(&Some(context.as_str())) {
+                contexts.push(Some(context.as_str()));
+            }
+        }
         let states = [
             None,
             Some(TaskState::Submitted),
@@ -1652,5 +1758,57 @@ mod tests {
                 assert_eq!(seen, 1000);
             }
         }
+    }
+
+    /// A context grows from one task to a small array to an order list with counts, and back to
+    /// one task and to nothing as its tasks are deleted; every step lists as the model says.
+    #[test]
+    fn a_context_grows_and_shrinks_through_every_form() {
+        let mut table = TaskTable::default();
+        let mut model: Model = Vec::new();
+        let mut position = 0;
+        let ids: Vec<String> = (0..(FEW_TASKS_MAX as u32 + 3)).map(|i| format!("t{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            let mut status = TaskStatus::new(TaskState::Working);
+            status.timestamp = Some(Timestamp(i as i64 % 3));
+            let create = batch(
+                id,
+                1,
+                vec![Event::Created {
+                    context_id: "c".into(),
+                    status,
+                    message: None,
+                    metadata: None,
+                }],
+            );
+            table.check(&create, Some(0)).unwrap();
+            position += 1;
+            table.apply(position, &create);
+            model.push((id.clone(), "c".into(), TaskState::Working, Timestamp(i as i64 % 3)));
+            table.check_indexes().unwrap();
+            check_lists(&table, &model);
+        }
+        for id in &ids {
+            for (version, event) in [
+                (2, Event::Status(TaskStatus::new(TaskState::Completed))),
+                (3, Event::Deleted),
+            ] {
+                let write = batch(id, version, vec![event]);
+                table.check(&write, Some(version - 1)).unwrap();
+                position += 1;
+                table.apply(position, &write);
+                let at = model.iter().position(|t| t.0 == *id).unwrap();
+                if version == 2 {
+                    model[at].2 = TaskState::Completed;
+                    model[at].3 = write.timestamp;
+                } else {
+                    model.remove(at);
+                }
+                table.check_indexes().unwrap();
+                check_lists(&table, &model);
+            }
+        }
+        assert!(table.is_empty() && table.contexts.iter().all(Option::is_none));
+        assert_eq!(table.context_index.len(), 0);
     }
 }
