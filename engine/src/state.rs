@@ -1767,7 +1767,9 @@ mod tests {
         let mut table = TaskTable::default();
         let mut model: Model = Vec::new();
         let mut position = 0;
-        let ids: Vec<String> = (0..(FEW_TASKS_MAX as u32 + 3)).map(|i| format!("t{i}")).collect();
+        let ids: Vec<String> = (0..(FEW_TASKS_MAX as u32 + 3))
+            .map(|i| format!("t{i}"))
+            .collect();
         for (i, id) in ids.iter().enumerate() {
             let mut status = TaskStatus::new(TaskState::Working);
             status.timestamp = Some(Timestamp(i as i64 % 3));
@@ -1784,7 +1786,12 @@ mod tests {
             table.check(&create, Some(0)).unwrap();
             position += 1;
             table.apply(position, &create);
-            model.push((id.clone(), "c".into(), TaskState::Working, Timestamp(i as i64 % 3)));
+            model.push((
+                id.clone(),
+                "c".into(),
+                TaskState::Working,
+                Timestamp(i as i64 % 3),
+            ));
             table.check_indexes().unwrap();
             check_lists(&table, &model);
         }

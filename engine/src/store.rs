@@ -4,8 +4,9 @@
 //! (insert-if-absent, expected version, terminal guard, legal states) and visible only once it is
 //! durable. Writes to one task are serialized (a per-task busy flag, waited on without holding any
 //! lock across I/O); writes to different tasks run concurrently and share group commits. `get`
-//! folds the task's records from the log; `list` walks the table's in-memory indexes (by state,
-//! by context, newest status first) and folds the tasks of the page.
+//! folds the task's records from the log (those still remembered for subscribers from memory);
+//! `list` walks the table's in-memory indexes (by state, by context, newest status first) and
+//! folds the tasks of the page the same way.
 //!
 //! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
 //! let a large store open without a replay are the next step; see the README.)
