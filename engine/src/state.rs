@@ -997,7 +997,7 @@ impl TaskTable {
             *vacant = None;
         }
         self.free_tasks.push(slot);
-        self.len -= 1;
+        self.len = self.len.saturating_sub(1);
     }
 
     /// Checks every index against the slab (O(n)): each live task is in exactly its state list
