@@ -5,7 +5,8 @@
 //! 1. **E7, memory per idle task**: `RssAnon` (from `/proc/self/status`) right after
 //!    `TaskStore::open` of an empty store and again after creating `TASKLOG_STORE_BENCH_TASKS`
 //!    tasks (default 1,000,000; `SyncPolicy::Never`, one thread, UUID-shaped ids, no subscriber),
-//!    divided by the number of tasks (target ≤ 200 B).
+//!    divided by the number of tasks (target ≤ 200 B). Each task has a context of its own unless
+//!    `TASKLOG_STORE_BENCH_CONTEXT_TASKS` = n puts n consecutive tasks in one context.
 //! 2. **E4, get latest task state**: on that store, `summary(id)` for random ids on one thread for
 //!    `TASKLOG_BENCH_SECS` seconds (default 3; target ≥ 1,000,000 gets/s), with `version(id)`, a
 //!    bare `HashMap<String, u64>` over the same ids and `get(id, Some(0))` (a fold from the log)
@@ -57,6 +58,7 @@ use tasklog_benches::{
     PAYLOAD_BYTES, XorShift64, json_head, json_number, json_string, machine_facts,
 };
 use tasklog_engine::event::{Event, EventBatch, TASK_BATCH_KIND};
+use tasklog_engine::id::CompactId;
 use tasklog_engine::model::{Message, Part, Role, TaskState, TaskStatus, Timestamp};
 use tasklog_engine::state::TaskMeta;
 use tasklog_engine::subscribe::{Tail, TaskSubscription};
@@ -178,6 +180,7 @@ fn format_value(value: f64, unit: &str) -> String {
 struct Config {
     secs: f64,
     tasks: u64,
+    context_tasks: u64,
     open_events: u64,
     subscribers: usize,
     tails: usize,
@@ -205,6 +208,7 @@ impl Config {
         Ok(Config {
             secs: env_number("TASKLOG_BENCH_SECS", 3.0)?,
             tasks: (env_number("TASKLOG_STORE_BENCH_TASKS", 1_000_000.0)? as u64).max(1),
+            context_tasks: (env_number("TASKLOG_STORE_BENCH_CONTEXT_TASKS", 1.0)? as u64).max(1),
             open_events: (env_number("TASKLOG_STORE_BENCH_OPEN_EVENTS", 2_000_000.0)? as u64)
                 .max(1),
             subscribers: env_number("TASKLOG_STORE_BENCH_SUBSCRIBERS", 10_000.0)? as usize,
@@ -225,6 +229,7 @@ impl Config {
     fn facts(&self) -> Vec<(&'static str, String)> {
         vec![
             ("payload_bytes", PAYLOAD_BYTES.to_string()),
+            ("e7_tasks_per_context", self.context_tasks.to_string()),
             ("get_seconds", format!("{}", self.secs)),
             ("e4_e7_tasks", self.tasks.to_string()),
             ("e5_events", self.open_events.to_string()),
@@ -393,6 +398,7 @@ fn gets_and_memory(dir: &Path, cfg: &Config) -> Result<Vec<Row>> {
     for i in 0..n {
         store.create(NewTask {
             task_id: Some(uuid_like(4, i)),
+            context_id: Some(uuid_like(5, i / cfg.context_tasks)),
             ..NewTask::submitted(None)
         })?;
     }
@@ -415,8 +421,8 @@ fn gets_and_memory(dir: &Path, cfg: &Config) -> Result<Vec<Row>> {
         Row::info("E7", "resident memory per idle task", per_task, "B").with(Target::AtMost(200.0)),
         Row::info(
             "E7",
-            "  size_of (String, TaskMeta) entry",
-            size_of::<(String, TaskMeta)>() as f64,
+            "  size_of (CompactId, TaskMeta) slab entry",
+            size_of::<(CompactId, TaskMeta)>() as f64,
             "B",
         ),
         Row::info(

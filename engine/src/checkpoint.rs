@@ -93,19 +93,20 @@ impl CheckpointTask {
         }
     }
 
+    /// `(id, metadata)`, as [`crate::state::TaskTable::restore`] takes a task.
     pub(crate) fn into_meta(self) -> (CompactId, TaskMeta) {
         let batches = match self.batches.as_slice() {
             [one] => Batches::One([*one]),
             _ => Batches::Many(self.batches),
         };
-        let meta = TaskMeta {
-            version: self.version,
-            status_timestamp: self.status_timestamp,
-            context_id: CompactId::new(&self.context_id),
+        let meta = TaskMeta::new(
+            self.version,
+            self.state,
+            self.status_timestamp,
+            CompactId::new(&self.context_id),
             batches,
-            artifact_ids: (!self.artifact_ids.is_empty()).then(|| Box::new(self.artifact_ids)),
-            state: self.state,
-        };
+            (!self.artifact_ids.is_empty()).then(|| Box::new(self.artifact_ids)),
+        );
         (CompactId::new(&self.id), meta)
     }
 }

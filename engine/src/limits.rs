@@ -44,6 +44,10 @@ const _: () = assert!(SEGMENT_BYTES_LIMIT + 2 * (PAYLOAD_BYTES_MAX as u64) < u32
 const _: () = assert!((PAYLOAD_BYTES_MAX as usize) * 2 <= SCAN_WINDOW_BYTES);
 const _: () = assert!((PAYLOAD_BYTES_MAX as usize) < PENDING_BYTES_MAX);
 
+/// Most live tasks one store holds: the task table addresses tasks by `u32` slots. A create
+/// past it is refused ([`crate::state::TaskTable::check`]); it is far beyond what memory holds.
+pub const TASKS_MAX: usize = u32::MAX as usize;
+
 /// Longest task or context id.
 pub const TASK_ID_BYTES_MAX: usize = 256;
 

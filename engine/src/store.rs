@@ -4,7 +4,9 @@
 //! (insert-if-absent, expected version, terminal guard, legal states) and visible only once it is
 //! durable. Writes to one task are serialized (a per-task busy flag, waited on without holding any
 //! lock across I/O); writes to different tasks run concurrently and share group commits. `get`
-//! folds the task's records from the log; `list` walks an in-memory order by status time.
+//! folds the task's records from the log (those still remembered for subscribers from memory);
+//! `list` walks the table's in-memory indexes (by state, by context, newest status first) and
+//! folds the tasks of the page the same way.
 //!
 //! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
 //! let a large store open without a replay are the next step; see the README.)
@@ -26,7 +28,7 @@ use crate::limits;
 use crate::log::{Log, lock};
 use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
 use crate::record;
-use crate::state::{OrderKey, TaskTable, check_listed_batch, fold};
+use crate::state::{ListFilter, OrderKey, TaskTable, check_listed_batch, fold};
 use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription};
 
 /// Recent batches kept in memory for subscribers and tails (a few MiB at most).
@@ -497,15 +499,13 @@ impl TaskStore {
 
     /// The task's latest state, version, context and status time, from memory (no log read).
     pub fn summary(&self, task_id: &str) -> Option<TaskSummary> {
-        lock(&self.table)
-            .tasks
-            .get(task_id)
-            .map(|meta| TaskSummary {
-                version: meta.version,
-                state: meta.state,
-                context_id: meta.context_id.clone(),
-                status_timestamp: meta.status_timestamp,
-            })
+        let table = lock(&self.table);
+        table.tasks.get(task_id).map(|meta| TaskSummary {
+            version: meta.version,
+            state: meta.state,
+            context_id: meta.context_id.clone(),
+            status_timestamp: meta.status_timestamp,
+        })
     }
 
     /// Creates a task; with `task_id` set, only if no task has that id.
@@ -566,11 +566,25 @@ impl TaskStore {
             .ok_or_else(|| Error::TaskNotFound {
                 task_id: task_id.to_string(),
             })?;
+        self.fold_task(task_id, &positions, history_length)
+    }
+
+    /// The task folded from its batches at `positions` (oldest first, as the table lists them):
+    /// each taken from the batches remembered for subscribers if it is still there (no read, no
+    /// decode), else read from the log.
+    fn fold_task(
+        &self,
+        task_id: &str,
+        positions: &[u64],
+        history_length: Option<usize>,
+    ) -> Result<Task> {
         let mut task = None;
         let mut version = 0u64;
-        for position in positions {
-            let entry = self.log.read(Position::new(position))?;
-            let batch: EventBatch = record::decode(&entry)?;
+        for &position in positions {
+            let batch = match self.recent_batch(position) {
+                Some(batch) => batch,
+                None => Arc::new(record::decode(&self.log.read(Position::new(position))?)?),
+            };
             check_listed_batch(&batch, position, task_id, version.saturating_add(1))?;
             version = batch.last_version();
             fold(&mut task, &batch);
@@ -587,9 +601,12 @@ impl TaskStore {
 
     /// A page of tasks, newest status first, filtered. The page token stays valid while tasks
     /// change: it names the last task returned by its status time and id, not by an offset.
+    /// The page is chosen from the table's indexes (see [`TaskTable::list`]) under one lock, and
+    /// each task on it is folded, as of that moment, from its records in the log.
     ///
     /// # Errors
-    /// [`Error::InvalidArgument`] for a page size outside 1..=100 or a bad token.
+    /// [`Error::InvalidArgument`] for a page size outside 1..=100 or a bad token; as
+    /// [`TaskStore::get`] for reading a listed task.
     pub fn list(&self, query: &ListQuery) -> Result<ListPage> {
         let page_size = query.page_size.unwrap_or(limits::LIST_PAGE_SIZE_DEFAULT);
         if !(1..=limits::LIST_PAGE_SIZE_MAX).contains(&page_size) {
@@ -602,48 +619,46 @@ impl TaskStore {
             None | Some("") => None,
             Some(token) => Some(decode_token(token)?),
         };
-        let (ids, total_size, more) = {
-            let table = lock(&self.table);
-            let wanted_context = query.context_id.as_deref().map(crate::id::CompactId::new);
-            let matches = |meta: &crate::state::TaskMeta| {
-                wanted_context
-                    .as_ref()
-                    .is_none_or(|c| meta.context_id == *c)
-                    && query.state.is_none_or(|s| s == meta.state)
-                    && query
-                        .status_timestamp_after
-                        .is_none_or(|t| meta.status_timestamp >= t)
-            };
-            let total = table
-                .tasks
-                .ordered_after(None)
-                .filter(|(_, meta)| matches(meta))
-                .count() as u64;
-            let mut page = table
-                .tasks
-                .ordered_after(cursor.as_ref())
-                .filter(|(_, meta)| matches(meta))
-                .map(|(key, _)| key.clone());
-            let ids: Vec<OrderKey> = page.by_ref().take(page_size as usize).collect();
-            let more = page.next().is_some();
-            (ids, total, more)
+        let filter = ListFilter {
+            context_id: query.context_id.as_deref(),
+            state: query.state,
+            status_timestamp_after: query.status_timestamp_after,
         };
-        let mut tasks = Vec::with_capacity(ids.len());
-        for (_, task_id) in &ids {
-            match self.get(&task_id.to_string(), query.history_length) {
+        let (listed, total_size, more) = {
+            let table = lock(&self.table);
+            let slice = table
+                .tasks
+                .list(&filter, cursor.as_ref(), page_size as usize);
+            let listed: Vec<(OrderKey, Vec<u64>)> = slice
+                .tasks
+                .iter()
+                .map(|(id, meta)| {
+                    let positions = meta.batches.as_slice().iter().map(|(p, _)| *p);
+                    (
+                        (std::cmp::Reverse(meta.status_timestamp), (*id).clone()),
+                        positions.collect(),
+                    )
+                })
+                .collect();
+            (listed, slice.total, slice.more)
+        };
+        let mut tasks = Vec::with_capacity(listed.len());
+        for ((_, task_id), positions) in &listed {
+            let task_id = task_id.to_string();
+            match self.fold_task(&task_id, positions, query.history_length) {
                 Ok(mut task) => {
                     if !query.include_artifacts {
                         task.artifacts.clear();
                     }
                     tasks.push(task);
                 }
-                // Deleted between the two steps: it is simply not on this page.
-                Err(Error::TaskNotFound { .. }) => {}
+                // Deleted, and its records purged, since the page was chosen: not on this page.
+                Err(Error::NotFound { .. }) if self.version(&task_id).is_none() => {}
                 Err(error) => return Err(error),
             }
         }
-        let next_page_token = match ids.last() {
-            Some(last) if more => encode_token(last),
+        let next_page_token = match listed.last() {
+            Some((last, _)) if more => encode_token(last),
             _ => String::new(),
         };
         Ok(ListPage {
@@ -652,6 +667,15 @@ impl TaskStore {
             page_size,
             total_size,
         })
+    }
+
+    /// Checks the task table's indexes against its tasks (O(n)); for tests.
+    ///
+    /// # Errors
+    /// What is inconsistent.
+    #[cfg(feature = "testing")]
+    pub fn check_indexes(&self) -> std::result::Result<(), String> {
+        lock(&self.table).tasks.check_indexes()
     }
 
     /// Simulates a crash for tests: no checkpoint, no final sync (see [`Log::crash`]).

@@ -1,9 +1,12 @@
 //! Helpers shared by the engine tests.
 
+use std::cmp::Reverse;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use tasklog_engine::{Log, NewRecord, Options, Position, RecoveryMode};
+use tasklog_engine::id::CompactId;
+use tasklog_engine::model::{TaskState, Timestamp};
+use tasklog_engine::{ListQuery, Log, NewRecord, Options, Position, RecoveryMode, TaskStore};
 
 /// Options with small segments so tests roll often.
 pub(crate) fn small_segments() -> Options {
@@ -89,4 +92,94 @@ pub(crate) fn last_segment(dir: &Path) -> PathBuf {
 pub(crate) fn with_mode(mut options: Options, recovery: RecoveryMode) -> Options {
     options.recovery = recovery;
     options
+}
+
+/// Checks every `list` filter the task indexes serve (none, each context, each state, both, with
+/// and without a status time) against a plain filter and sort of `tasks` (id, context, state),
+/// paging 3 at a time: each page, each `total_size`, and that paging returns every match once,
+/// in order. Status times come from the store's own summaries; then the table checks its own
+/// indexes.
+pub(crate) fn check_listing(store: &TaskStore, tasks: &[(String, String, TaskState)]) {
+    store.check_indexes().unwrap();
+    let timed: Vec<(&str, &str, TaskState, Timestamp)> = tasks
+        .iter()
+        .map(|(id, context, state)| {
+            let summary = store.summary(id).unwrap();
+            assert_eq!(
+                (summary.state, summary.context_id.to_string().as_str()),
+                (*state, context.as_str()),
+                "task {id}"
+            );
+            (
+                id.as_str(),
+                context.as_str(),
+                *state,
+                summary.status_timestamp,
+            )
+        })
+        .collect();
+    assert_eq!(store.len(), tasks.len());
+    let mut contexts: Vec<Option<&str>> = vec![None, Some("no-such-context")];
+    for (_, context, ..) in &timed {
+        if !contexts.contains(&Some(context)) && contexts.len() < 7 {
+            contexts.push(Some(context));
+        }
+    }
+    let mut times: Vec<Timestamp> = timed.iter().map(|t| t.3).collect();
+    times.sort();
+    let middle = times.get(times.len() / 2).copied();
+    let states = [
+        None,
+        Some(TaskState::Submitted),
+        Some(TaskState::Working),
+        Some(TaskState::Completed),
+        Some(TaskState::Canceled),
+        Some(TaskState::InputRequired),
+    ];
+    for context in &contexts {
+        for state in states {
+            for after in [None, middle] {
+                let mut expected: Vec<(Reverse<Timestamp>, CompactId)> = timed
+                    .iter()
+                    .filter(|(_, c, s, t)| {
+                        context.is_none_or(|w| w == *c)
+                            && state.is_none_or(|w| w == *s)
+                            && after.is_none_or(|w| *t >= w)
+                    })
+                    .map(|(id, _, _, time)| (Reverse(*time), CompactId::new(id)))
+                    .collect();
+                expected.sort();
+                let expected: Vec<String> = expected.iter().map(|k| k.1.to_string()).collect();
+                let mut listed = Vec::new();
+                let mut token = None;
+                for _ in 0..=expected.len() / 3 + 1 {
+                    let page = store
+                        .list(&ListQuery {
+                            context_id: context.map(str::to_string),
+                            state,
+                            status_timestamp_after: after,
+                            page_size: Some(3),
+                            page_token: token.take(),
+                            history_length: Some(0),
+                            include_artifacts: false,
+                        })
+                        .unwrap();
+                    assert_eq!(
+                        page.total_size as usize,
+                        expected.len(),
+                        "total_size of context {context:?}, state {state:?}, after {after:?}"
+                    );
+                    listed.extend(page.tasks.iter().map(|t| t.id.clone()));
+                    if page.next_page_token.is_empty() {
+                        break;
+                    }
+                    token = Some(page.next_page_token);
+                }
+                assert_eq!(
+                    listed, expected,
+                    "pages of context {context:?}, state {state:?}, after {after:?}"
+                );
+            }
+        }
+    }
 }

@@ -11,6 +11,8 @@ use tasklog_engine::{
     Error, Log, NewRecord, NewTask, Options, Position, Prepared, SyncPolicy, TaskStore, Write,
 };
 
+use crate::common::check_listing;
+
 fn options() -> Options {
     Options {
         sync: SyncPolicy::Never,
@@ -309,4 +311,107 @@ fn reset_empties_the_log_and_moves_its_next_position_durably() {
     log.close().unwrap();
     let log = Log::open(dir.path(), options.clone()).unwrap();
     assert_eq!(log.bounds(), (Position::new(7), Position::new(6)));
+}
+
+/// The list indexes are derived state: a snapshot installed on another node, the batches
+/// applied after it, and a reopen from the checkpoint all list exactly what the plain model
+/// says, for every filter.
+#[test]
+fn a_snapshot_carries_what_list_serves_and_later_applies_keep_it() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let leader = TaskStore::open_replica(leader_dir.path(), options()).unwrap();
+    let follower = TaskStore::open_replica(follower_dir.path(), options()).unwrap();
+    let mut records = Vec::new();
+    let mut model: Vec<(String, String, TaskState)> = Vec::new();
+    let write = |store: &TaskStore, records: &mut Vec<Prepared>, command: Write| {
+        let prepared = store.prepare(command).unwrap();
+        let at = append(store, 2, &prepared);
+        store
+            .apply_batch(at, 2, &prepared.payload)
+            .unwrap()
+            .unwrap();
+        records.push(prepared);
+    };
+    let states = [
+        TaskState::Working,
+        TaskState::Completed,
+        TaskState::InputRequired,
+        TaskState::Canceled,
+    ];
+    for i in 0..40 {
+        let id = format!("t{i:02}");
+        let context = match i % 4 {
+            0 | 1 => "ctx-a".to_string(),
+            2 => "ctx-b".to_string(),
+            _ => format!("ctx-{i}"),
+        };
+        write(
+            &leader,
+            &mut records,
+            Write::Create(NewTask {
+                task_id: Some(id.clone()),
+                context_id: Some(context.clone()),
+                ..NewTask::submitted(None)
+            }),
+        );
+        let mut state = TaskState::Submitted;
+        if i % 3 != 0 {
+            state = states[i % states.len()];
+            write(&leader, &mut records, status(&id, Some(1), state));
+        }
+        model.push((id, context, state));
+    }
+    // Delete two terminal tasks: one from a shared context, one that was alone in its own.
+    for id in ["t05", "t07"] {
+        let at = model.iter().position(|t| t.0 == id).unwrap();
+        assert!(model[at].2.is_terminal(), "{id}");
+        write(
+            &leader,
+            &mut records,
+            Write::Append {
+                task_id: id.into(),
+                expected_version: Some(2),
+                events: vec![Event::Deleted],
+            },
+        );
+        model.remove(at);
+    }
+    check_listing(&leader, &model);
+
+    let (_, image) = leader.snapshot().unwrap();
+    for prepared in &records {
+        append(&follower, 2, prepared);
+    }
+    follower.install_snapshot(&image).unwrap();
+    check_listing(&follower, &model);
+
+    // Applies after the snapshot move tasks between states and contexts' orders.
+    let next = follower.replica_applied().unwrap().position.get();
+    let on_follower = |command: Write| {
+        let prepared = follower.prepare(command).unwrap();
+        let at = append(&follower, 3, &prepared);
+        assert!(at.get() > next);
+        follower
+            .apply_batch(at, 3, &prepared.payload)
+            .unwrap()
+            .unwrap();
+    };
+    for (id, _, state) in model.iter_mut() {
+        if *state == TaskState::Submitted {
+            on_follower(status(id, None, TaskState::Working));
+            *state = TaskState::Working;
+        }
+    }
+    on_follower(Write::Create(NewTask {
+        task_id: Some("late".into()),
+        context_id: Some("ctx-b".into()),
+        ..NewTask::submitted(None)
+    }));
+    model.push(("late".into(), "ctx-b".into(), TaskState::Submitted));
+    check_listing(&follower, &model);
+    follower.checkpoint().unwrap();
+    follower.close().unwrap();
+    let reopened = TaskStore::open_replica(follower_dir.path(), options()).unwrap();
+    check_listing(&reopened, &model);
 }

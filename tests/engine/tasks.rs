@@ -10,6 +10,8 @@ use tasklog_engine::event::Event;
 use tasklog_engine::model::{Artifact, Message, Part, Role, TaskState, TaskStatus};
 use tasklog_engine::{Error, ListQuery, NewTask, Options, TaskStore};
 
+use crate::common::check_listing;
+
 fn message(id: &str, role: Role) -> Message {
     Message {
         message_id: id.into(),
@@ -391,10 +393,107 @@ fn list_filters_and_pages_without_duplicates_or_gaps_under_concurrent_inserts() 
     ));
 }
 
+/// Paging through one context while another thread creates tasks in it and in other contexts
+/// and moves tasks of other contexts: every page comes from that context's own index, newest
+/// first, no task twice, none that existed before paging began skipped, and `total_size` never
+/// below the context's size when paging began.
+#[test]
+fn paging_by_context_under_concurrent_inserts_repeats_and_skips_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sync: tasklog_engine::SyncPolicy::Never,
+        ..Options::default()
+    };
+    let store = Arc::new(TaskStore::open(dir.path(), options).unwrap());
+    let create = |store: &TaskStore, context: &str| {
+        store
+            .create(NewTask {
+                context_id: Some(context.into()),
+                ..NewTask::submitted(None)
+            })
+            .unwrap()
+            .task_id
+    };
+    let mut before = HashSet::new();
+    let mut others = Vec::new();
+    for i in 0..600 {
+        match i % 3 {
+            0 => {
+                before.insert(create(&store, "paged"));
+            }
+            1 => others.push(create(&store, "other")),
+            _ => others.push(create(&store, &format!("own-{i}"))),
+        }
+    }
+    let paged_at_start = before.len() as u64;
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            let mut inserted = Vec::new();
+            for (i, other) in others.iter().enumerate() {
+                if i % 2 == 0 {
+                    inserted.push(create(&store, "paged"));
+                }
+                create(&store, "other");
+                store
+                    .append(other, None, vec![status(TaskState::Working)])
+                    .unwrap();
+            }
+            inserted
+        })
+    };
+    for round in 0..3 {
+        let mut seen = Vec::new();
+        let mut token = None;
+        let mut previous: Option<tasklog_engine::model::Timestamp> = None;
+        loop {
+            let page = store
+                .list(&ListQuery {
+                    context_id: Some("paged".into()),
+                    page_size: Some(7),
+                    page_token: token.take(),
+                    history_length: Some(0),
+                    ..ListQuery::default()
+                })
+                .unwrap();
+            assert!(page.total_size >= paged_at_start, "round {round}");
+            for task in &page.tasks {
+                assert_eq!(task.context_id, "paged");
+                let time = task.status.timestamp.unwrap();
+                assert!(previous.is_none_or(|p| time <= p), "newest first");
+                previous = Some(time);
+                seen.push(task.id.clone());
+            }
+            if page.next_page_token.is_empty() {
+                break;
+            }
+            token = Some(page.next_page_token);
+        }
+        let unique: HashSet<&String> = seen.iter().collect();
+        assert_eq!(unique.len(), seen.len(), "round {round}: a task twice");
+        for id in &before {
+            assert!(unique.contains(id), "round {round}: task {id} was skipped");
+        }
+    }
+    let inserted = writer.join().unwrap();
+    let total = store
+        .list(&ListQuery {
+            context_id: Some("paged".into()),
+            ..ListQuery::default()
+        })
+        .unwrap()
+        .total_size;
+    assert_eq!(total, paged_at_start + inserted.len() as u64);
+    store.check_indexes().unwrap();
+}
+
 /// Operations of the task model test.
 #[derive(Debug, Clone)]
 enum TaskOp {
-    Create,
+    /// Create a task in context `ctx-{context % 3}`, or (for 3) a context of its own.
+    Create {
+        context: u8,
+    },
     Move {
         task: u8,
         state: u8,
@@ -414,7 +513,7 @@ enum TaskOp {
 
 fn task_op() -> impl Strategy<Value = TaskOp> {
     prop_oneof![
-        3 => Just(TaskOp::Create),
+        3 => (0u8..4).prop_map(|context| TaskOp::Create { context }),
         5 => (any::<u8>(), 0u8..9, any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(task, state, versioned, stale)| TaskOp::Move { task, state, versioned, stale }),
         2 => any::<u8>().prop_map(|task| TaskOp::Message { task }),
         1 => any::<u8>().prop_map(|task| TaskOp::Cancel { task }),
@@ -436,11 +535,24 @@ const STATES: [TaskState; 9] = [
     TaskState::AuthRequired,
 ];
 
-/// The model: per task, its state and version.
+/// The model's tasks as `check_listing` takes them.
+fn listed_model(
+    model: &BTreeMap<String, (TaskState, u64)>,
+    contexts: &BTreeMap<String, String>,
+) -> Vec<(String, String, TaskState)> {
+    model
+        .iter()
+        .map(|(id, (state, _))| (id.clone(), contexts[id].clone(), *state))
+        .collect()
+}
+
+/// The model: per task, its state and version, and its context; `list` with every filter is
+/// checked against it after each reopen, crash and checkpoint and at the end.
 fn run_task_model(ops: Vec<TaskOp>) {
     let dir = tempfile::tempdir().unwrap();
     let mut store = TaskStore::open(dir.path(), Options::default()).unwrap();
     let mut model: BTreeMap<String, (TaskState, u64)> = BTreeMap::new();
+    let mut contexts: BTreeMap<String, String> = BTreeMap::new();
     let mut ids: Vec<String> = Vec::new();
     let pick = |ids: &Vec<String>, i: u8| {
         ids.get(i as usize % ids.len().max(1))
@@ -449,9 +561,16 @@ fn run_task_model(ops: Vec<TaskOp>) {
     };
     for op in ops {
         match op {
-            TaskOp::Create => {
-                let written = store.create(NewTask::submitted(None)).unwrap();
+            TaskOp::Create { context } => {
+                let written = store
+                    .create(NewTask {
+                        context_id: (context < 3).then(|| format!("ctx-{context}")),
+                        ..NewTask::submitted(None)
+                    })
+                    .unwrap();
+                let context_id = store.summary(&written.task_id).unwrap().context_id;
                 model.insert(written.task_id.clone(), (TaskState::Submitted, 1));
+                contexts.insert(written.task_id.clone(), context_id.to_string());
                 ids.push(written.task_id);
             }
             TaskOp::Move {
@@ -523,15 +642,18 @@ fn run_task_model(ops: Vec<TaskOp>) {
             TaskOp::Reopen => {
                 store.close().unwrap();
                 store = TaskStore::open(dir.path(), Options::default()).unwrap();
+                check_listing(&store, &listed_model(&model, &contexts));
             }
             TaskOp::Crash => {
                 // Every write was acknowledged durable (SyncPolicy::Always), so a crash loses none,
                 // whatever the checkpoint covers.
                 store.crash();
                 store = TaskStore::open(dir.path(), Options::default()).unwrap();
+                check_listing(&store, &listed_model(&model, &contexts));
             }
             TaskOp::Checkpoint => {
                 store.checkpoint().unwrap();
+                check_listing(&store, &listed_model(&model, &contexts));
             }
         }
     }
@@ -551,6 +673,7 @@ fn run_task_model(ops: Vec<TaskOp>) {
         })
         .unwrap();
     assert_eq!(listed.total_size as usize, model.len());
+    check_listing(&store, &listed_model(&model, &contexts));
     // Every subscriber replays every event of its task, densely and in order, and its stream
     // ends exactly when the task is terminal.
     let store = Arc::new(store);
