@@ -235,7 +235,10 @@ mod tests {
             payload: payload.clone(),
         };
         let ours = postcard::to_allocvec(&command).unwrap();
-        assert_eq!(ours, postcard::to_allocvec(&Plain { kind: 1, payload }).unwrap());
+        assert_eq!(
+            ours,
+            postcard::to_allocvec(&Plain { kind: 1, payload }).unwrap()
+        );
         let back: Command = postcard::from_bytes(&ours).unwrap();
         assert!(back == command);
     }
