@@ -116,7 +116,7 @@ pub fn files(dir: &Path) -> io::Result<Vec<PathBuf>> {
         .collect())
 }
 
-/// Removes snapshot files older than the [`FILES_KEPT`] newest (a transfer that has one open
+/// Removes snapshot files older than the two newest (a transfer that has one open
 /// keeps reading it: the name goes, the file stays until closed).
 pub fn remove_old(dir: &Path) -> io::Result<()> {
     for old in files(dir)?.into_iter().skip(FILES_KEPT) {
