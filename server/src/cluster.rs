@@ -312,6 +312,20 @@ fn demo(clients: &[(NodeId, Client)], rate: u32, stop: &AtomicBool) -> anyhow::R
             }
         }
     }
+    // Followers learn that the last write committed with the leader's next message: give them a
+    // moment, so the final table shows where the cluster settled.
+    if let Some(sent) = &last {
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_secs(2)
+            && !clients.iter().all(|(_, client)| {
+                client
+                    .status()
+                    .is_ok_and(|s| s.applied_position >= sent.written.position)
+            })
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
     print!(
         "{}",
         report(
