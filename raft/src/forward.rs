@@ -192,6 +192,8 @@ impl Forwarder {
                 Err(NodeError::NotLeader { leader, address }) => (leader, address),
                 other => return other,
             };
+            // A leader naming itself is between terms or handing over: wait, never call itself.
+            let leader = leader.filter(|&leader| leader != self.node.id());
             if let (Some(leader), Some(address)) = (leader, address) {
                 let bytes = match &encoded {
                     Some(bytes) => bytes,
@@ -252,6 +254,8 @@ impl Forwarder {
                 Err(NodeError::NotLeader { leader, address }) => (leader, address),
                 other => return other,
             };
+            // A leader naming itself is between terms or handing over: wait, never call itself.
+            let leader = leader.filter(|&leader| leader != self.node.id());
             if let (Some(leader), Some(address)) = (leader, address) {
                 match self
                     .call(leader, &address, KIND_READ_INDEX, Vec::new())

@@ -24,7 +24,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -78,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/tasklog/v1/cluster/nodes/{id}", delete(remove_node))
         .route("/tasklog/v1/cluster/leader", post(transfer_leader))
         .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::extract::DefaultBodyLimit::max(BODY_BYTES_MAX))
         .with_state(state)
 }
@@ -275,9 +276,10 @@ async fn create(
 
 async fn append(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    task_id: Result<Path<String>, PathRejection>,
     body: Result<Json<AppendRequest>, JsonRejection>,
 ) -> Result<Json<WriteResponse>, ApiError> {
+    let Path(task_id) = task_id.map_err(ApiError::path)?;
     let Json(request) = body.map_err(ApiError::body)?;
     let write = Write::Append {
         task_id,
@@ -289,9 +291,10 @@ async fn append(
 
 async fn get_task(
     State(state): State<AppState>,
-    Path(task_id): Path<String>,
+    task_id: Result<Path<String>, PathRejection>,
     query: Result<Query<GetQuery>, QueryRejection>,
 ) -> Result<Json<GetResponse>, ApiError> {
+    let Path(task_id) = task_id.map_err(ApiError::path)?;
     let Query(query) = query.map_err(|e| ApiError::invalid(e.body_text()))?;
     let node = state.node();
     match query.consistency.as_deref() {
@@ -370,8 +373,9 @@ async fn set_voters(
 
 async fn remove_node(
     State(state): State<AppState>,
-    Path(id): Path<NodeId>,
+    id: Result<Path<NodeId>, PathRejection>,
 ) -> Result<Json<NodeStatus>, ApiError> {
+    let Path(id) = id.map_err(ApiError::path)?;
     state.node().remove_nodes(BTreeSet::from([id])).await?;
     Ok(Json(state.node().status()))
 }
@@ -390,6 +394,15 @@ async fn transfer_leader(
     }
     state.node().transfer_leader(request.to).await?;
     Ok(Json(state.node().status()))
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "UNIMPLEMENTED",
+        "METHOD_NOT_ALLOWED",
+        "this route does not take that method",
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -449,6 +462,10 @@ impl ApiError {
             error.reason = "TOO_LARGE";
         }
         error
+    }
+
+    fn path(rejection: PathRejection) -> Self {
+        ApiError::invalid(rejection.body_text())
     }
 
     fn with(mut self, key: &str, value: impl Into<serde_json::Value>) -> Self {
