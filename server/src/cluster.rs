@@ -9,8 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -21,18 +21,16 @@ use tasklog_engine::model::{Artifact, Message, Part, Role, TaskState, TaskStatus
 use tasklog_raft::NodeId;
 use tasklog_raft::certs::{self, CertsOptions};
 use tasklog_raft::node::NodeStatus;
-use tokio::process::{Child, Command};
 
 use crate::client::Client;
 use crate::http::{AppendRequest, CreateRequest, EventBody, WriteResponse};
+use crate::local::LocalCluster;
 use crate::serve::shutdown_signal;
 
 /// How long the nodes may take to start and elect a leader.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a node may take to stop after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
-/// Deadline of one HTTP call.
-const CALL_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `tasklog cluster`'s flags.
 #[derive(Debug, Clone, Args)]
@@ -58,12 +56,6 @@ pub struct ClusterArgs {
     pub seconds: Option<u64>,
 }
 
-struct Member {
-    id: NodeId,
-    http: String,
-    child: Child,
-}
-
 /// Runs the cluster until Ctrl-C or `--seconds`.
 ///
 /// # Errors
@@ -71,78 +63,48 @@ struct Member {
 /// does not stop cleanly.
 pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
     let ids: Vec<NodeId> = (1..=args.nodes).collect();
-    let port = |base: u16, id: NodeId| -> anyhow::Result<u16> {
-        u16::try_from(u64::from(base) + id - 1).context("port out of range")
+    let addr = |base: u16, id: NodeId| -> anyhow::Result<SocketAddr> {
+        let port = u16::try_from(u64::from(base) + id - 1).context("port out of range")?;
+        Ok(SocketAddr::from(([127, 0, 0, 1], port)))
     };
-    let certs_dir = args.dir.join("certs");
-    prepare_certs(&certs_dir, &ids)?;
+    std::fs::create_dir_all(&args.dir).with_context(|| format!("create {}", args.dir.display()))?;
+    prepare_certs(&args.dir.join("certs"), &ids)?;
     let exe = std::env::current_exe().context("find the tasklog executable")?;
-    let mut raft_addrs = BTreeMap::new();
+    let mut layout = BTreeMap::new();
     for &id in &ids {
-        raft_addrs.insert(id, format!("127.0.0.1:{}", port(args.raft_port, id)?));
+        let (raft, http) = (addr(args.raft_port, id)?, addr(args.http_port, id)?);
+        // Say at once when a port is taken (a cluster already running?) instead of letting the
+        // node exit and the wait for a leader time out.
+        std::net::UdpSocket::bind(raft).with_context(|| {
+            format!("QUIC port {raft} is in use (another cluster running?); pick --raft-port")
+        })?;
+        std::net::TcpListener::bind(http).with_context(|| {
+            format!("HTTP port {http} is in use (another cluster running?); pick --http-port")
+        })?;
+        layout.insert(id, (raft, http));
     }
-    let mut members = Vec::new();
-    for &id in &ids {
-        let http = format!("127.0.0.1:{}", port(args.http_port, id)?);
-        let log_path = args.dir.join(format!("node-{id}.log"));
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .with_context(|| format!("open {}", log_path.display()))?;
-        let mut command = Command::new(&exe);
-        command
-            .arg("serve")
-            .args(["--id", &id.to_string()])
-            .arg("--data-dir")
-            .arg(args.dir.join(format!("node-{id}")))
-            .args(["--raft-addr", &raft_addrs[&id], "--http-addr", &http])
-            .arg("--certs-dir")
-            .arg(&certs_dir);
-        for (peer, addr) in &raft_addrs {
-            if *peer != id {
-                command.args(["--peer", &format!("{peer}={addr}")]);
-            }
-        }
-        if id == 1 {
-            command.arg("--bootstrap");
-        }
-        command
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("log file")?)
-            .stderr(log)
-            // Ctrl-C reaches this process only: it stops the demo first, then the nodes.
-            .process_group(0)
-            .kill_on_drop(true);
-        let child = command
-            .spawn()
-            .with_context(|| format!("start node {id}"))?;
-        members.push(Member {
-            id,
-            http: format!("http://{http}"),
-            child,
-        });
-    }
+    let mut cluster = LocalCluster::launch(&exe, &args.dir, &layout, args.nodes, &[])?;
     println!(
         "tasklog cluster: {} nodes, data and logs in {} (node-N/, node-N.log); Ctrl-C stops it",
         ids.len(),
         args.dir.display()
     );
-    for member in &members {
-        println!(
-            "  node {}: {} (QUIC {})",
-            member.id, member.http, raft_addrs[&member.id]
-        );
+    for (id, (raft, http)) in &layout {
+        println!("  node {id}: http://{http} (QUIC {raft})");
     }
 
-    let clients: Vec<(NodeId, Client)> = members
+    let clients: Vec<(NodeId, Client)> = ids
         .iter()
-        .map(|m| (m.id, Client::new(m.http.clone(), CALL_TIMEOUT)))
+        .map(|&id| (id, cluster.client(id).clone()))
         .collect();
-    let started = {
-        let clients = clients.clone();
-        tokio::task::spawn_blocking(move || wait_for_leader(&clients)).await?
-    };
+    let (started, cluster_back) = tokio::task::spawn_blocking(move || {
+        let leader = cluster
+            .wait_for_leader(&ids, START_TIMEOUT)
+            .context("see the node-N.log files");
+        (leader, cluster)
+    })
+    .await?;
+    cluster = cluster_back;
     let outcome = match started {
         Ok(leader) => {
             println!("leader elected: node {leader}");
@@ -168,7 +130,7 @@ pub async fn run(args: ClusterArgs) -> anyhow::Result<()> {
         Err(error) => Err(error),
     };
     println!("stopping the nodes");
-    let stopped = stop_all(&mut members).await;
+    let stopped = tokio::task::spawn_blocking(move || stop_all(&mut cluster)).await?;
     outcome.and(stopped)
 }
 
@@ -200,36 +162,6 @@ fn prepare_certs(certs_dir: &Path, ids: &[NodeId]) -> anyhow::Result<()> {
         certs_dir.display()
     );
     Ok(())
-}
-
-fn wait_for_leader(clients: &[(NodeId, Client)]) -> anyhow::Result<NodeId> {
-    let start = Instant::now();
-    loop {
-        let statuses: Vec<Option<NodeStatus>> =
-            clients.iter().map(|(_, c)| c.status().ok()).collect();
-        let leader = statuses
-            .iter()
-            .flatten()
-            .find(|s| s.role == "leader")
-            .map(|s| s.node_id);
-        if let Some(leader) = leader
-            && statuses.iter().all(Option::is_some)
-        {
-            return Ok(leader);
-        }
-        if start.elapsed() > START_TIMEOUT {
-            let down: Vec<NodeId> = clients
-                .iter()
-                .zip(&statuses)
-                .filter(|(_, s)| s.is_none())
-                .map(|((id, _), _)| *id)
-                .collect();
-            bail!(
-                "no leader after {START_TIMEOUT:?} (nodes not answering: {down:?}); see the node-N.log files"
-            );
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// One demo write and where it went.
@@ -445,25 +377,14 @@ fn report(
     out
 }
 
-async fn stop_all(members: &mut [Member]) -> anyhow::Result<()> {
-    for member in members.iter() {
-        if let Some(pid) = member.child.id() {
-            crate::local::terminate(pid);
-        }
-    }
+/// Stops every running node with SIGTERM, each given [`STOP_TIMEOUT`] to exit cleanly.
+fn stop_all(cluster: &mut LocalCluster) -> anyhow::Result<()> {
     let mut failed = Vec::new();
-    for member in members.iter_mut() {
-        match tokio::time::timeout(STOP_TIMEOUT, member.child.wait()).await {
-            Ok(Ok(status)) if status.success() => println!("node {} stopped", member.id),
-            Ok(Ok(status)) => failed.push(format!("node {} exited with {status}", member.id)),
-            Ok(Err(error)) => failed.push(format!("node {}: {error}", member.id)),
-            Err(_) => {
-                let _ = member.child.kill().await;
-                failed.push(format!(
-                    "node {} did not stop within {STOP_TIMEOUT:?} and was killed",
-                    member.id
-                ));
-            }
+    for id in cluster.ids() {
+        match cluster.stop(id, STOP_TIMEOUT) {
+            Ok(status) if status.success() => println!("node {id} stopped"),
+            Ok(status) => failed.push(format!("node {id} exited with {status}")),
+            Err(error) => failed.push(format!("node {id}: {error}")),
         }
     }
     if failed.is_empty() {

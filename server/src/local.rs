@@ -68,18 +68,33 @@ impl LocalCluster {
             },
         )
         .context("make certificates")?;
-        let mut raft = BTreeMap::new();
+        let mut layout = BTreeMap::new();
         for &id in &ids {
-            raft.insert(id, free_udp()?);
+            layout.insert(id, (free_udp()?, free_tcp()?));
         }
+        Self::launch(exe, root, &layout, n, extra_args)
+    }
+
+    /// Starts nodes `1..=members` of `layout` (id → QUIC and HTTP addresses) with certificates
+    /// already in `<root>/certs`; the other ids of `layout` are spares. Node 1 bootstraps (a
+    /// node already in a cluster ignores that, so a root can be started again).
+    ///
+    /// # Errors
+    /// A process that cannot be started or a log file that cannot be opened.
+    pub fn launch(
+        exe: &Path,
+        root: &Path,
+        layout: &BTreeMap<NodeId, (SocketAddr, SocketAddr)>,
+        members: u64,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let mut cluster = LocalCluster {
             exe: exe.to_owned(),
             root: root.to_owned(),
             nodes: BTreeMap::new(),
             clients: BTreeMap::new(),
         };
-        for &id in &ids {
-            let http = free_tcp()?;
+        for (&id, &(raft_addr, http)) in layout {
             let mut args: Vec<String> = vec![
                 "serve".into(),
                 "--id".into(),
@@ -87,15 +102,15 @@ impl LocalCluster {
                 "--data-dir".into(),
                 root.join(format!("node-{id}")).display().to_string(),
                 "--raft-addr".into(),
-                raft[&id].to_string(),
+                raft_addr.to_string(),
                 "--http-addr".into(),
                 http.to_string(),
                 "--certs-dir".into(),
                 root.join("certs").display().to_string(),
             ];
             args.extend(extra_args.iter().map(|a| (*a).to_owned()));
-            for (&peer, addr) in &raft {
-                if peer != id && peer <= n {
+            for (&peer, (addr, _)) in layout {
+                if peer != id && peer <= members {
                     args.push("--peer".into());
                     args.push(format!("{peer}={addr}"));
                 }
@@ -107,7 +122,7 @@ impl LocalCluster {
                 id,
                 NodeProcess {
                     args,
-                    raft_addr: raft[&id],
+                    raft_addr,
                     log: root.join(format!("node-{id}.log")),
                     child: None,
                 },
@@ -115,7 +130,7 @@ impl LocalCluster {
             cluster
                 .clients
                 .insert(id, Client::new(format!("http://{http}"), CALL_TIMEOUT));
-            if id <= n {
+            if id <= members {
                 cluster.start_node(id)?;
             }
         }
@@ -169,7 +184,12 @@ impl LocalCluster {
             .append(true)
             .open(&node.log)
             .with_context(|| format!("open {}", node.log.display()))?;
-        let child = Command::new(exe)
+        let mut command = Command::new(exe);
+        // Its own process group: a terminal's Ctrl-C reaches whoever started the node, which
+        // stops it in order (and kills it when dropped).
+        #[cfg(unix)]
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command
             .args(&node.args)
             .env(
                 "RUST_LOG",

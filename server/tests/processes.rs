@@ -649,6 +649,31 @@ fn cluster_command_runs_and_stops_cleanly() {
 }
 
 #[test]
+fn cluster_command_says_when_its_ports_are_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let http = taken.local_addr().unwrap().port();
+    let output = Command::new(BIN)
+        .args(["cluster", "--seconds", "1", "--nodes", "1"])
+        .arg("--dir")
+        .arg(dir.path())
+        .args([
+            "--raft-port",
+            &free_port().to_string(),
+            "--http-port",
+            &http.to_string(),
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("is in use") && stderr.contains("--http-port"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn serve_refuses_bad_configuration_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
