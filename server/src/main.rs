@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use tasklog_raft::certs;
+use tasklog_server::admin::{self, MemberCommand, NodesArg};
 use tasklog_server::cluster::{self, ClusterArgs};
 use tasklog_server::config::{NodeConfig, ServeArgs};
 use tasklog_server::demo::{self, DemoArgs};
@@ -30,6 +31,11 @@ enum Command {
     Cluster(ClusterArgs),
     /// Run one node (flags, or a TOML file with --config).
     Serve(ServeArgs),
+    /// Show each given node's role, term, leader, positions and members.
+    Status(NodesArg),
+    /// Change the cluster's members (sent to the leader among the given nodes).
+    #[command(subcommand)]
+    Member(MemberCommand),
     /// Write task events to running nodes from W concurrent writers (optimistic concurrency,
     /// durable replicated acknowledgements) and print throughput and latency.
     Load(LoadArgs),
@@ -102,6 +108,14 @@ fn main() -> anyhow::Result<()> {
         Command::Serve(args) => {
             let config = NodeConfig::load(&args)?;
             runtime()?.block_on(serve::run(config, serve::shutdown_signal()))?;
+        }
+        Command::Status(nodes) => print!("{}", admin::status(&nodes)),
+        Command::Member(command) => {
+            let status = admin::member(&command)?;
+            println!(
+                "done; leader {:?}, voters {:?}, learners {:?}",
+                status.leader, status.voters, status.learners
+            );
         }
         Command::Load(args) => print!("{}", load::render(&load::run(&args)?)),
         Command::Cluster(args) => {

@@ -573,7 +573,27 @@ fn membership_changes_over_http() {
         .unwrap();
     assert_eq!(status.voters, ids.to_vec());
     // Leadership handed over, and writes go on through the old leader (now forwarding).
-    leader_client.transfer_leader(kept).unwrap();
+    // Through the CLI: `tasklog member` finds the leader among the nodes given.
+    let urls: Vec<String> = ids
+        .iter()
+        .map(|id| cluster.client(*id).base_url().to_owned())
+        .collect();
+    let output = Command::new(BIN)
+        .args([
+            "member",
+            "transfer-leader",
+            "--nodes",
+            &urls.join(","),
+            "--to",
+        ])
+        .arg(kept.to_string())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     eventually(&format!("node {kept} leads"), || {
         ids.iter()
             .all(|id| {
@@ -584,6 +604,19 @@ fn membership_changes_over_http() {
             })
             .then_some(())
     });
+    let output = Command::new(BIN)
+        .args(["status", "--nodes", &urls.join(",")])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&output.stdout);
+    let leaders: Vec<&str> = table
+        .lines()
+        .skip(1)
+        .filter(|l| l.contains(" leader "))
+        .collect();
+    assert_eq!(leaders.len(), 1, "{table}");
+    assert!(leaders[0].contains(&format!(" {kept} leader ")), "{table}");
+    assert_eq!(table.lines().count(), 4, "{table}");
     let written = leader_client.create(&CreateRequest::default()).unwrap();
     let read = cluster
         .client(removed)
