@@ -131,6 +131,37 @@ impl SlotIndex {
         self.len += 1;
     }
 
+    /// Adds `slot` under `hash` unless a slot for which `eq` holds is there already (then returns
+    /// `false`, nothing added): one walk of the run, for a restore that must refuse repeats.
+    pub(crate) fn insert_if_absent(
+        &mut self,
+        hash: u64,
+        slot: u32,
+        eq: impl Fn(u32) -> bool,
+    ) -> bool {
+        self.reserve(1);
+        let (tag, mask) = (tag(hash), self.mask());
+        let mut at = self.home(tag);
+        for _ in 0..self.buckets.len() {
+            let Some(&bucket) = self.buckets.get(at) else {
+                break;
+            };
+            if bucket == EMPTY {
+                if let Some(free) = self.buckets.get_mut(at) {
+                    *free = (tag << 32) | u64::from(slot);
+                }
+                self.len += 1;
+                return true;
+            }
+            if bucket >> 32 == tag && eq(slot_of(bucket)) {
+                return false;
+            }
+            at = (at + 1) & mask;
+        }
+        debug_assert!(false, "no free bucket in the slot index");
+        false
+    }
+
     /// Removes `slot`, held under `hash`; `false` if it is not there.
     pub(crate) fn remove(&mut self, hash: u64, slot: u32) -> bool {
         let Some(mut hole) = self.position(hash, |s| s == slot) else {
@@ -193,7 +224,10 @@ mod tests {
             for (insert, key) in ops {
                 // The slot is the key here; `eq` compares slots, as the table compares ids.
                 if insert {
-                    if model.insert(key, key).is_none() {
+                    let fresh = model.insert(key, key).is_none();
+                    if key % 2 == 0 {
+                        prop_assert_eq!(index.insert_if_absent(hash_of(key), key, |s| s == key), fresh);
+                    } else if fresh {
                         index.insert(hash_of(key), key);
                     }
                 } else {

@@ -350,37 +350,36 @@ impl TaskTable {
 
     /// Rebuilds a table from checkpointed tasks `(id, metadata)`: the slab and maps
     /// sized once, every order list built from one sort (inserting a million tasks one by one
-    /// costs several times more). A task id given twice (which a valid checkpoint never does)
-    /// keeps its first entry.
-    pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Self {
-        let count = tasks.len().min(TASKS_MAX);
+    /// costs several times more; tasks given in rank order, as [`TaskTable::iter_ranked`] lists
+    /// them and checkpoints hold them, are found sorted in one pass). `None` if a task id is
+    /// given twice or there are more than [`TASKS_MAX`] tasks (which a valid checkpoint never
+    /// holds).
+    pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Option<Self> {
+        let count = tasks.len();
+        if count > TASKS_MAX {
+            return None;
+        }
         let mut table = TaskTable::default();
         table.tasks.reserve_exact(count);
         table.task_index.reserve(count);
         for (id, meta) in tasks {
-            let Ok(slot) = u32::try_from(table.tasks.len()) else {
-                break;
-            };
-            if table.tasks.len() >= TASKS_MAX || table.find_task(&id).is_some() {
-                continue;
+            let slot = u32::try_from(table.tasks.len()).ok()?;
+            let TaskTable {
+                tasks,
+                task_index,
+                hasher,
+                ..
+            } = &mut table;
+            let fresh = task_index.insert_if_absent(hasher.hash_one(&id), slot, |other| {
+                entry(tasks, other).is_some_and(|task| task.id == id)
+            });
+            if !fresh {
+                return None;
             }
-            table.task_index.insert(table.hasher.hash_one(&id), slot);
-            table.tasks.push(Some(TaskEntry { id, meta }));
+            tasks.push(Some(TaskEntry { id, meta }));
         }
         table.len = table.tasks.len();
-        // Sort by status time (inline), then by id only on a tie (a slab lookup).
-        let mut ranked: Vec<(Timestamp, u32)> = (0u32..)
-            .zip(&table.tasks)
-            .filter_map(|(slot, task)| task.as_ref().map(|t| (t.meta.status_timestamp, slot)))
-            .collect();
-        {
-            let tasks = &table.tasks;
-            ranked.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| rank(tasks, a.1).cmp(&rank(tasks, b.1)))
-            });
-        }
-        for (_, slot) in ranked {
+        for (_, slot) in ranked_slots(&table.tasks) {
             let Some((state, context_id)) =
                 entry(&table.tasks, slot).map(|t| (t.meta.state, t.meta.context_id.clone()))
             else {
@@ -395,7 +394,16 @@ impl TaskTable {
                 list.push_last(slot);
             }
         }
-        table
+        Some(table)
+    }
+
+    /// Every live task in rank order (oldest status first, then the larger id): the order a
+    /// checkpoint holds them in, so that restoring it sorts nothing.
+    pub fn iter_ranked(&self) -> impl Iterator<Item = (&CompactId, &TaskMeta)> {
+        let tasks = &self.tasks;
+        ranked_slots(tasks)
+            .into_iter()
+            .filter_map(move |(_, slot)| entry(tasks, slot).map(|task| (&task.id, &task.meta)))
     }
 
     /// Every live task, for a checkpoint.
@@ -1087,6 +1095,21 @@ impl TaskTable {
     }
 }
 
+/// Every live slot with its status time, in ascending rank: sorted by status time (inline),
+/// then by id only on a tie (a slab lookup). Already sorted input (a checkpoint written in rank
+/// order) is recognized in one pass by the sort.
+fn ranked_slots(tasks: &[Option<TaskEntry>]) -> Vec<(Timestamp, u32)> {
+    let mut ranked: Vec<(Timestamp, u32)> = (0u32..)
+        .zip(tasks)
+        .filter_map(|(slot, task)| task.as_ref().map(|t| (t.meta.status_timestamp, slot)))
+        .collect();
+    ranked.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| rank(tasks, a.1).cmp(&rank(tasks, b.1)))
+    });
+    ranked
+}
+
 fn context_entry(contexts: &[Option<ContextEntry>], slot: u32) -> Option<&ContextEntry> {
     contexts.get(slot as usize).and_then(Option::as_ref)
 }
@@ -1386,7 +1409,7 @@ mod tests {
                     .collect(),
             )
         };
-        let mut table = TaskTable::restore([meta(VERSION_MAX - 1)].into_iter());
+        let mut table = TaskTable::restore([meta(VERSION_MAX - 1)].into_iter()).unwrap();
         assert!(matches!(
             table.check(&message_at(VERSION_MAX, 2), None),
             Err(Error::InvalidEvent { .. })
@@ -1399,7 +1422,7 @@ mod tests {
             Err(Error::InvalidEvent { .. })
         ));
         // A table can only get here through a bug, but `check` still refuses instead of panicking.
-        let table = TaskTable::restore([meta(u64::MAX)].into_iter());
+        let table = TaskTable::restore([meta(u64::MAX)].into_iter()).unwrap();
         for first_version in [0, u64::MAX] {
             assert!(matches!(
                 table.check(&message_at(first_version, 2), None),
@@ -1552,7 +1575,7 @@ mod tests {
             .iter()
             .map(|(id, meta)| (id.clone(), meta.clone()))
             .collect();
-        TaskTable::restore(image.into_iter())
+        TaskTable::restore(image.into_iter()).unwrap()
     }
 
     fn run_index_model(ops: Vec<IndexOp>) {
