@@ -17,7 +17,7 @@
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::id::CompactId;
 use crate::le::{put, u16_at, u32_at, u64_at};
 use crate::limits::{TASKS_MAX, VERSION_MAX};
@@ -304,8 +304,9 @@ pub(crate) fn encode_parts<'a>(
 /// [`Error::InvalidArgument`] if rkyv refuses the value (it does not for these types).
 #[cfg(any(test, feature = "testing"))]
 pub fn encode_version_2(checkpoint: &Checkpoint) -> Result<Vec<u8>> {
-    let payload = rkyv::to_bytes::<rancor::Error>(checkpoint)
-        .map_err(|e| Error::InvalidArgument(format!("cannot serialize the checkpoint: {e}")))?;
+    let payload = rkyv::to_bytes::<rancor::Error>(checkpoint).map_err(|e| {
+        crate::error::Error::InvalidArgument(format!("cannot serialize the checkpoint: {e}"))
+    })?;
     let mut out = vec![0u8; HEADER_BYTES];
     put(&mut out, 0, &MAGIC);
     put(&mut out, VERSION_OFFSET, &FORMAT_VERSION_RKYV.to_le_bytes());
@@ -330,14 +331,15 @@ pub fn encode_version_2(checkpoint: &Checkpoint) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// A checkpoint as the table restores it: its tasks already in the table's form.
+/// A checkpoint as the table restores it: its tasks read one by one into the table's form.
 #[derive(Debug)]
-pub(crate) struct Loaded {
+pub(crate) struct Loaded<'a> {
     /// Every record up to this position is reflected.
     pub(crate) covered_position: u64,
-    /// The live tasks, in file order. Ids are not checked for repeats here:
-    /// [`crate::state::TaskTable::restore`] refuses a repeated id as it indexes them.
-    pub(crate) tasks: Vec<(CompactId, TaskMeta)>,
+    /// The live tasks, in file order, read as they are taken (a damaged task is an error item;
+    /// the iterator must be drained to see all errors). Ids are not checked for repeats here:
+    /// [`crate::state::TaskTable::try_restore`] refuses a repeated id as it indexes them.
+    pub(crate) tasks: Tasks<'a>,
     /// Rejected positions, ascending.
     pub(crate) rejected: Vec<u64>,
     /// The replica part, if any.
@@ -350,17 +352,19 @@ pub(crate) struct Loaded {
 /// A static reason for the first failed check.
 pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
     let loaded = load(bytes)?;
+    let tasks = loaded
+        .tasks
+        .collect::<Result<Vec<(CompactId, TaskMeta)>, String>>()?;
     let mut ids = std::collections::HashSet::with_capacity_and_hasher(
-        loaded.tasks.len(),
+        tasks.len(),
         foldhash::fast::RandomState::default(),
     );
-    if !loaded.tasks.iter().all(|(id, _)| ids.insert(id)) {
+    if !tasks.iter().all(|(id, _)| ids.insert(id)) {
         return Err("checkpoint names a task twice".into());
     }
     Ok(Checkpoint {
         covered_position: loaded.covered_position,
-        tasks: loaded
-            .tasks
+        tasks: tasks
             .iter()
             .map(|(id, meta)| CheckpointTask::from_meta(id, meta))
             .collect(),
@@ -375,7 +379,7 @@ pub fn decode(bytes: &[u8]) -> Result<Checkpoint, String> {
 ///
 /// # Errors
 /// A static reason for the first failed check.
-pub(crate) fn load(bytes: &[u8]) -> Result<Loaded, String> {
+pub(crate) fn load(bytes: &[u8]) -> Result<Loaded<'_>, String> {
     let header = bytes
         .get(..HEADER_BYTES)
         .ok_or("checkpoint shorter than its header")?;
@@ -427,18 +431,15 @@ pub(crate) fn load(bytes: &[u8]) -> Result<Loaded, String> {
     check_content(&checkpoint)?;
     Ok(Loaded {
         covered_position,
-        tasks: checkpoint
-            .tasks
-            .into_iter()
-            .map(CheckpointTask::into_meta)
-            .collect(),
+        tasks: Tasks::Version2(checkpoint.tasks.into_iter()),
         rejected: checkpoint.rejected,
         replica: checkpoint.replica,
     })
 }
 
 /// A cursor over a version 3 payload; every read is bounds-checked.
-struct Reader<'a> {
+#[derive(Debug)]
+pub(crate) struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
 }
@@ -519,8 +520,9 @@ impl<'a> Reader<'a> {
 /// of two one-byte deltas, and the artifact count.
 const TASK_BYTES_MIN: usize = 1 + 2 + 2 + 8 + 1 + 1 + 2 + 1;
 
-/// Reads a version 3 payload (engine/FORMAT.md §9).
-fn load_payload(payload: &[u8], covered_position: u64) -> Result<Loaded, &'static str> {
+/// Reads the start of a version 3 payload (engine/FORMAT.md §9): counts, replica part and
+/// rejected positions; the tasks are read as [`Tasks`] is iterated.
+fn load_payload(payload: &[u8], covered_position: u64) -> Result<Loaded<'_>, &'static str> {
     let mut reader = Reader {
         bytes: payload,
         at: 0,
@@ -552,79 +554,147 @@ fn load_payload(payload: &[u8], covered_position: u64) -> Result<Loaded, &'stati
             .ok_or("checkpoint lists rejected positions out of order or past its position")?;
         rejected.push(previous);
     }
-    let mut tasks = Vec::with_capacity(task_count as usize);
-    for _ in 0..task_count {
-        let state = state_of_code(reader.byte()?).ok_or("checkpoint task state unknown")?;
-        let id = reader.id()?;
-        let context_id = reader.id()?;
-        let mut time = [0u8; 8];
-        time.copy_from_slice(reader.take(8)?);
-        let status_timestamp = Timestamp(i64::from_le_bytes(time));
-        let version = reader.varint()?;
-        if version > VERSION_MAX {
-            return Err("checkpoint names a task version over the maximum");
-        }
-        let batch_count = reader.count(2)?;
-        let mut batches = Vec::with_capacity(batch_count);
-        let mut previous = (0u64, 0u64);
-        for _ in 0..batch_count {
-            let (position_delta, version_delta) = (reader.varint()?, reader.varint()?);
-            let position = previous.0.checked_add(position_delta);
-            let batch_version = previous.1.checked_add(version_delta);
-            match (position, batch_version) {
-                (Some(position), Some(batch_version))
-                    if position_delta > 0
-                        && version_delta > 0
-                        && position <= covered_position =>
-                {
-                    previous = (position, batch_version);
-                    batches.push(previous);
-                }
-                _ => {
-                    return Err(
-                        "checkpoint lists a task's batches out of order or past its position",
-                    );
-                }
-            }
-        }
-        if previous.1 != version || version == 0 {
-            return Err("checkpoint names a task version its batches do not end at");
-        }
-        let artifact_count = reader.count(1)?;
-        let artifact_ids = if artifact_count == 0 {
-            None
-        } else {
-            let mut ids = Vec::with_capacity(artifact_count);
-            for _ in 0..artifact_count {
-                ids.push(reader.text()?.to_owned());
-            }
-            Some(Box::new(ids))
-        };
-        let batches = match batches.as_slice() {
-            [one] => Batches::One([*one]),
-            _ => Batches::Many(batches),
-        };
-        tasks.push((
-            id,
-            TaskMeta::new(
-                version,
-                state,
-                status_timestamp,
-                context_id,
-                batches,
-                artifact_ids,
-            ),
-        ));
-    }
-    if reader.remaining() != 0 {
-        return Err("checkpoint payload has bytes after its last task");
-    }
     Ok(Loaded {
         covered_position,
-        tasks,
+        tasks: Tasks::Version3 {
+            reader,
+            left: task_count as usize,
+            covered_position,
+            ended: false,
+        },
         rejected,
         replica,
     })
+}
+
+/// The tasks of a checkpoint, read one at a time.
+#[derive(Debug)]
+pub(crate) enum Tasks<'a> {
+    /// A version 3 payload, read in place.
+    Version3 {
+        /// At the next task.
+        reader: Reader<'a>,
+        /// Tasks not read yet.
+        left: usize,
+        /// The checkpoint's position (no batch may be past it).
+        covered_position: u64,
+        /// Whether the end (no trailing bytes) was checked.
+        ended: bool,
+    },
+    /// A version 2 payload, decoded (and checked) before.
+    Version2(std::vec::IntoIter<CheckpointTask>),
+}
+
+impl Tasks<'_> {
+    /// Number of tasks the file says it holds (not yet read ones included).
+    pub(crate) fn stated_len(&self) -> usize {
+        match self {
+            Tasks::Version3 { left, .. } => *left,
+            Tasks::Version2(tasks) => tasks.len(),
+        }
+    }
+}
+
+impl Iterator for Tasks<'_> {
+    type Item = Result<(CompactId, TaskMeta), String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            Tasks::Version2(tasks) => tasks.next().map(|task| Ok(task.into_meta())),
+            Tasks::Version3 {
+                reader,
+                left,
+                covered_position,
+                ended,
+            } => {
+                if *left == 0 {
+                    if *ended {
+                        return None;
+                    }
+                    *ended = true;
+                    return (reader.remaining() != 0).then(|| {
+                        Err("checkpoint payload has bytes after its last task".to_string())
+                    });
+                }
+                *left -= 1;
+                let task = read_task(reader, *covered_position).map_err(String::from);
+                if task.is_err() {
+                    // Nothing more is read after an error.
+                    *left = 0;
+                    *ended = true;
+                }
+                Some(task)
+            }
+        }
+    }
+}
+
+/// Reads one task of a version 3 payload.
+fn read_task(
+    reader: &mut Reader<'_>,
+    covered_position: u64,
+) -> Result<(CompactId, TaskMeta), &'static str> {
+    let state = state_of_code(reader.byte()?).ok_or("checkpoint task state unknown")?;
+    let id = reader.id()?;
+    let context_id = reader.id()?;
+    let mut time = [0u8; 8];
+    time.copy_from_slice(reader.take(8)?);
+    let status_timestamp = Timestamp(i64::from_le_bytes(time));
+    let version = reader.varint()?;
+    if version > VERSION_MAX {
+        return Err("checkpoint names a task version over the maximum");
+    }
+    let batch_count = reader.count(2)?;
+    let mut previous = (0u64, 0u64);
+    let mut next_batch = |reader: &mut Reader<'_>| -> Result<(u64, u64), &'static str> {
+        let (position_delta, version_delta) = (reader.varint()?, reader.varint()?);
+        match (
+            previous.0.checked_add(position_delta),
+            previous.1.checked_add(version_delta),
+        ) {
+            (Some(position), Some(batch_version))
+                if position_delta > 0 && version_delta > 0 && position <= covered_position =>
+            {
+                previous = (position, batch_version);
+                Ok(previous)
+            }
+            _ => Err("checkpoint lists a task's batches out of order or past its position"),
+        }
+    };
+    let batches = if batch_count == 1 {
+        Batches::One([next_batch(reader)?])
+    } else {
+        let mut batches = Vec::with_capacity(batch_count);
+        for _ in 0..batch_count {
+            batches.push(next_batch(reader)?);
+        }
+        Batches::Many(batches)
+    };
+    let last_version = batches.as_slice().last().map_or(0, |batch| batch.1);
+    if last_version != version || version == 0 {
+        return Err("checkpoint names a task version its batches do not end at");
+    }
+    let artifact_count = reader.count(1)?;
+    let artifact_ids = if artifact_count == 0 {
+        None
+    } else {
+        let mut ids = Vec::with_capacity(artifact_count);
+        for _ in 0..artifact_count {
+            ids.push(reader.text()?.to_owned());
+        }
+        Some(Box::new(ids))
+    };
+    Ok((
+        id,
+        TaskMeta::new(
+            version,
+            state,
+            status_timestamp,
+            context_id,
+            batches,
+            artifact_ids,
+        ),
+    ))
 }
 
 /// Refuses what the engine never writes into a (version 2) checkpoint, so that a damaged file
@@ -707,7 +777,9 @@ mod tests {
     fn content_the_engine_never_writes_is_refused() {
         type Edit = fn(&mut Checkpoint);
         let edits: [(&str, Edit); 10] = [
-            ("unspecified state", |c| c.tasks[0].state = TaskState::Unspecified),
+            ("unspecified state", |c| {
+                c.tasks[0].state = TaskState::Unspecified
+            }),
             ("task twice", |c| c.tasks.push(c.tasks[0].clone())),
             ("version over the maximum", |c| {
                 c.tasks[0].version = VERSION_MAX + 1;
@@ -745,8 +817,8 @@ mod tests {
         let bytes = encode(&sample()).unwrap();
         let payload: &[u8] = &[
             0x01, 0x01, 0x01, 0x04, 0x07, b'm', b'e', b'm', b'b', b'e', b'r', b's', 0x11, 0x02,
-            0x01, 0x01, b't', 0x01, 0x01, b'c', 0x07, 0, 0, 0, 0, 0, 0, 0, 0x03, 0x02, 0x01,
-            0x01, 0x27, 0x02, 0x01, 0x01, b'a',
+            0x01, 0x01, b't', 0x01, 0x01, b'c', 0x07, 0, 0, 0, 0, 0, 0, 0, 0x03, 0x02, 0x01, 0x01,
+            0x27, 0x02, 0x01, 0x01, b'a',
         ];
         assert_eq!(&bytes[HEADER_BYTES..], payload);
         assert_eq!(&bytes[..8], b"\x89TLT\r\n\x1a\n");
@@ -772,7 +844,16 @@ mod tests {
     /// and truncation are refused.
     #[test]
     fn varints_are_minimal_and_bounded() {
-        for value in [0, 1, 127, 128, 300, u64::from(u32::MAX), u64::MAX - 1, u64::MAX] {
+        for value in [
+            0,
+            1,
+            127,
+            128,
+            300,
+            u64::from(u32::MAX),
+            u64::MAX - 1,
+            u64::MAX,
+        ] {
             let mut out = Vec::new();
             put_varint(&mut out, value);
             let mut reader = Reader { bytes: &out, at: 0 };
@@ -788,7 +869,9 @@ mod tests {
             &[0x80, 0x00][..],
             &[0xff, 0x80, 0x00],
             &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02],
-            &[0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x81, 0x00],
+            &[
+                0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x81, 0x00,
+            ],
         ] {
             assert!(Reader { bytes: bad, at: 0 }.varint().is_err(), "{bad:?}");
         }

@@ -348,45 +348,91 @@ impl TaskTable {
         self.len == 0
     }
 
-    /// Rebuilds a table from checkpointed tasks `(id, metadata)`: the slab and maps
-    /// sized once, every order list built from one sort (inserting a million tasks one by one
-    /// costs several times more; tasks given in rank order, as [`TaskTable::iter_ranked`] lists
-    /// them and checkpoints hold them, are found sorted in one pass). `None` if a task id is
-    /// given twice or there are more than [`TASKS_MAX`] tasks (which a valid checkpoint never
-    /// holds).
+    /// Rebuilds a table from checkpointed tasks `(id, metadata)` (see
+    /// [`TaskTable::try_restore`]); `None` if a task id is given twice or there are more than
+    /// [`TASKS_MAX`] tasks (which a valid checkpoint never holds).
     pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Option<Self> {
-        let count = tasks.len();
-        if count > TASKS_MAX {
-            return None;
-        }
+        TaskTable::try_restore(tasks.len(), tasks.map(Ok::<_, ()>), ()).ok()
+    }
+
+    /// Rebuilds a table from `count` checkpointed tasks read one by one (an error item stops
+    /// it): the slab and maps sized once, every order list built from one sort (inserting a
+    /// million tasks one by one costs several times more; tasks given in rank order, as
+    /// [`TaskTable::iter_ranked`] lists them and checkpoints hold them, are found sorted in one
+    /// pass).
+    ///
+    /// # Errors
+    /// The first error item; `repeated` for a task id given twice or more than [`TASKS_MAX`]
+    /// tasks (which a valid checkpoint never holds).
+    pub(crate) fn try_restore<E>(
+        count: usize,
+        tasks: impl Iterator<Item = std::result::Result<(CompactId, TaskMeta), E>>,
+        repeated: E,
+    ) -> std::result::Result<Self, E> {
         let mut table = TaskTable::default();
+        let count = count.min(TASKS_MAX);
         table.tasks.reserve_exact(count);
-        table.task_index.reserve(count);
-        for (id, meta) in tasks {
-            let slot = u32::try_from(table.tasks.len()).ok()?;
+        for task in tasks {
+            let (id, meta) = task?;
+            if table.tasks.len() >= TASKS_MAX {
+                return Err(repeated);
+            }
+            table.tasks.push(Some(TaskEntry { id, meta }));
+        }
+        table.len = table.tasks.len();
+        let TaskTable { tasks, hasher, .. } = &table;
+        // Slots fit in a `u32`: at most TASKS_MAX tasks were taken above.
+        let hashes = tasks.iter().enumerate().map(|(slot, task)| {
+            (
+                task.as_ref().map_or(0, |task| hasher.hash_one(&task.id)),
+                u32::try_from(slot).unwrap_or(u32::MAX),
+            )
+        });
+        let same = |a: u32, b: u32| {
+            entry(tasks, a).map(|task| &task.id) == entry(tasks, b).map(|task| &task.id)
+        };
+        let Some(task_index) = SlotIndex::build(hashes, same) else {
+            return Err(repeated);
+        };
+        table.task_index = task_index;
+        // At most one context a task: sized once (no rehash, which would look every context
+        // up again), and given back below when contexts are shared.
+        table.contexts.reserve_exact(table.len);
+        table.context_index.reserve(table.len, |_| 0);
+        let ranked = ranked_slots(&table.tasks);
+        for (_, slot) in ranked {
             let TaskTable {
                 tasks,
-                task_index,
+                contexts,
+                context_index,
                 hasher,
                 ..
             } = &mut table;
-            let fresh = task_index.insert_if_absent(hasher.hash_one(&id), slot, |other| {
-                entry(tasks, other).is_some_and(|task| task.id == id)
-            });
-            if !fresh {
-                return None;
-            }
-            tasks.push(Some(TaskEntry { id, meta }));
-        }
-        table.len = table.tasks.len();
-        for (_, slot) in ranked_slots(&table.tasks) {
-            let Some((state, context_id)) =
-                entry(&table.tasks, slot).map(|t| (t.meta.state, t.meta.context_id.clone()))
-            else {
+            let Some(task) = entry(tasks, slot) else {
                 continue;
             };
-            let context =
-                table.add_to_context(&context_id, slot, |list, slot, _, _| list.push_last(slot));
+            let context_id = &task.meta.context_id;
+            let next = u32::try_from(contexts.len()).unwrap_or(u32::MAX);
+            let context = match context_index.entry(
+                hasher.hash_one(context_id),
+                |&c| context_entry(contexts, c).is_some_and(|found| found.id == *context_id),
+                |&c| context_entry(contexts, c).map_or(0, |found| hasher.hash_one(&found.id)),
+            ) {
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    // A context's first task (the common case: one task a context).
+                    vacant.insert(next);
+                    contexts.push(Some(ContextEntry {
+                        id: context_id.clone(),
+                        tasks: ContextTasks::One(slot),
+                    }));
+                    next
+                }
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    let context_id = context_id.clone();
+                    table.add_to_context(&context_id, slot, |list, slot, _, _| list.push_last(slot))
+                }
+            };
+            let state = entry(&table.tasks, slot).map_or(TaskState::Unspecified, |t| t.meta.state);
             if let Some(Some(task)) = table.tasks.get_mut(slot as usize) {
                 task.meta.context = context;
             }
@@ -394,7 +440,19 @@ impl TaskTable {
                 list.push_last(slot);
             }
         }
-        Some(table)
+        table.contexts.shrink_to_fit();
+        if table.context_index.len() < table.len / 2 {
+            let TaskTable {
+                contexts,
+                context_index,
+                hasher,
+                ..
+            } = &mut table;
+            context_index.shrink_to_fit(|&c| {
+                context_entry(contexts, c).map_or(0, |found| hasher.hash_one(&found.id))
+            });
+        }
+        Ok(table)
     }
 
     /// Every live task in rank order (oldest status first, then the larger id): the order a

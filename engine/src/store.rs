@@ -232,6 +232,9 @@ impl Drop for TaskStore {
     }
 }
 
+/// Why a checkpoint that names a task twice is refused.
+const REPEATED_TASK: &str = "checkpoint names a task twice";
+
 /// A table restored from the checkpoint.
 struct Restored {
     tasks: TaskTable,
@@ -259,7 +262,6 @@ fn restore_checkpoint(log: &Log, first: u64, last: u64, replica: bool) -> Option
             return None;
         }
     };
-    drop(bytes);
     // `first >= 1` always; `covered <= last` bounds it below POSITION_MAX, so `+ 1` is safe.
     if saved.covered_position < first - 1
         || saved.covered_position > last
@@ -274,9 +276,13 @@ fn restore_checkpoint(log: &Log, first: u64, last: u64, replica: bool) -> Option
         );
         return None;
     }
-    let Some(tasks) = TaskTable::restore(saved.tasks.into_iter()) else {
-        tracing::warn!("the task checkpoint names a task twice; rebuilding from the log");
-        return None;
+    let count = saved.tasks.stated_len();
+    let tasks = match TaskTable::try_restore(count, saved.tasks, REPEATED_TASK.to_string()) {
+        Ok(tasks) => tasks,
+        Err(reason) => {
+            tracing::warn!(%reason, "invalid task checkpoint; rebuilding from the log");
+            return None;
+        }
     };
     Some(Restored {
         tasks,
@@ -973,11 +979,9 @@ impl TaskStore {
                 "the snapshot was not made by a replicated store".into(),
             ));
         };
-        let Some(tasks) = TaskTable::restore(saved.tasks.into_iter()) else {
-            return Err(Error::InvalidArgument(
-                "invalid snapshot: checkpoint names a task twice".into(),
-            ));
-        };
+        let count = saved.tasks.stated_len();
+        let tasks = TaskTable::try_restore(count, saved.tasks, REPEATED_TASK.to_string())
+            .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
         self.log.write_side_file(checkpoint::FILE_NAME, bytes)?;
         let applied = ReplicaApplied {
             position: Position::new(saved.covered_position),
