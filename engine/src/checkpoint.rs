@@ -301,7 +301,7 @@ pub(crate) fn encode_parts<'a>(
 /// that check such files are still read.
 ///
 /// # Errors
-/// [`Error::InvalidArgument`] if rkyv refuses the value (it does not for these types).
+/// [`crate::Error::InvalidArgument`] if rkyv refuses the value (it does not for these types).
 #[cfg(any(test, feature = "testing"))]
 pub fn encode_version_2(checkpoint: &Checkpoint) -> Result<Vec<u8>> {
     let payload = rkyv::to_bytes::<rancor::Error>(checkpoint).map_err(|e| {

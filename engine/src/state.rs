@@ -348,9 +348,9 @@ impl TaskTable {
         self.len == 0
     }
 
-    /// Rebuilds a table from checkpointed tasks `(id, metadata)` (see
-    /// [`TaskTable::try_restore`]); `None` if a task id is given twice or there are more than
-    /// [`TASKS_MAX`] tasks (which a valid checkpoint never holds).
+    /// Rebuilds a table from checkpointed tasks `(id, metadata)`, as opening a store does from
+    /// its checkpoint; `None` if a task id is given twice or there are more than [`TASKS_MAX`]
+    /// tasks (which a valid checkpoint never holds).
     pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Option<Self> {
         TaskTable::try_restore(tasks.len(), tasks.map(Ok::<_, ()>), ()).ok()
     }
