@@ -131,6 +131,45 @@ impl SlotIndex {
         self.len += 1;
     }
 
+    /// An index of `entries` (`(hash, slot)`, slots distinct), built in home-bucket order so
+    /// that a large table is written front to back instead of at random (several times faster
+    /// for millions of slots, which do not fit in cache). `None` if two entries with the same
+    /// hash bits are `same` (a key given twice).
+    pub(crate) fn build(
+        entries: impl ExactSizeIterator<Item = (u64, u32)>,
+        same: impl Fn(u32, u32) -> bool,
+    ) -> Option<Self> {
+        let mut index = SlotIndex::default();
+        index.reserve(entries.len());
+        let mask = index.mask();
+        let mut buckets: Vec<Bucket> = entries
+            .map(|(hash, slot)| (tag(hash) << 32) | u64::from(slot))
+            .collect();
+        let home = |bucket: &Bucket| ((bucket >> 32) as usize) & mask;
+        buckets.sort_unstable_by_key(home);
+        // Equal keys have equal hash bits, so equal homes: they are neighbours now.
+        let mut group = 0;
+        for (i, bucket) in buckets.iter().enumerate() {
+            let earlier = buckets.get(group..i).unwrap_or_default();
+            if earlier
+                .first()
+                .is_some_and(|first| home(first) != home(bucket))
+            {
+                group = i;
+            } else if earlier
+                .iter()
+                .any(|other| other >> 32 == bucket >> 32 && same(slot_of(*other), slot_of(*bucket)))
+            {
+                return None;
+            }
+        }
+        index.len = buckets.len();
+        for bucket in buckets {
+            index.place(bucket);
+        }
+        Some(index)
+    }
+
     /// Removes `slot`, held under `hash`; `false` if it is not there.
     pub(crate) fn remove(&mut self, hash: u64, slot: u32) -> bool {
         let Some(mut hole) = self.position(hash, |s| s == slot) else {
@@ -211,6 +250,26 @@ mod tests {
                 prop_assert_eq!(index.find(hash_of(*key), |s| s == *key), Some(*slot));
             }
         }
+    }
+
+    /// A built index finds what inserts find, and refuses a key given twice.
+    #[test]
+    fn build_matches_inserts_and_refuses_repeats() {
+        let hash_of = |slot: u32| u64::from(slot % 5000).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let built =
+            SlotIndex::build((0..20_000u32).map(|s| (hash_of(s), s)), |_, _| false).unwrap();
+        assert_eq!(built.len(), 20_000);
+        for slot in 0..20_000u32 {
+            assert_eq!(built.find(hash_of(slot), |s| s == slot), Some(slot));
+        }
+        assert!(
+            SlotIndex::build((0..100u32).map(|s| (hash_of(s % 50), s)), |a, b| a % 50
+                == b % 50)
+            .is_none()
+        );
+        assert!(
+            SlotIndex::build((0..100u32).map(|s| (hash_of(s % 50), s)), |a, b| a == b).is_some()
+        );
     }
 
     #[test]

@@ -348,46 +348,91 @@ impl TaskTable {
         self.len == 0
     }
 
-    /// Rebuilds a table from checkpointed tasks `(id, metadata)`: the slab and maps
-    /// sized once, every order list built from one sort (inserting a million tasks one by one
-    /// costs several times more). A task id given twice (which a valid checkpoint never does)
-    /// keeps its first entry.
-    pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Self {
-        let count = tasks.len().min(TASKS_MAX);
+    /// Rebuilds a table from checkpointed tasks `(id, metadata)`, as opening a store does from
+    /// its checkpoint; `None` if a task id is given twice or there are more than [`TASKS_MAX`]
+    /// tasks (which a valid checkpoint never holds).
+    pub fn restore(tasks: impl ExactSizeIterator<Item = (CompactId, TaskMeta)>) -> Option<Self> {
+        TaskTable::try_restore(tasks.len(), tasks.map(Ok::<_, ()>), ()).ok()
+    }
+
+    /// Rebuilds a table from `count` checkpointed tasks read one by one (an error item stops
+    /// it): the slab and maps sized once, every order list built from one sort (inserting a
+    /// million tasks one by one costs several times more; tasks given in rank order, as
+    /// [`TaskTable::iter_ranked`] lists them and checkpoints hold them, are found sorted in one
+    /// pass).
+    ///
+    /// # Errors
+    /// The first error item; `repeated` for a task id given twice or more than [`TASKS_MAX`]
+    /// tasks (which a valid checkpoint never holds).
+    pub(crate) fn try_restore<E>(
+        count: usize,
+        tasks: impl Iterator<Item = std::result::Result<(CompactId, TaskMeta), E>>,
+        repeated: E,
+    ) -> std::result::Result<Self, E> {
         let mut table = TaskTable::default();
+        let count = count.min(TASKS_MAX);
         table.tasks.reserve_exact(count);
-        table.task_index.reserve(count);
-        for (id, meta) in tasks {
-            let Ok(slot) = u32::try_from(table.tasks.len()) else {
-                break;
-            };
-            if table.tasks.len() >= TASKS_MAX || table.find_task(&id).is_some() {
-                continue;
+        for task in tasks {
+            let (id, meta) = task?;
+            if table.tasks.len() >= TASKS_MAX {
+                return Err(repeated);
             }
-            table.task_index.insert(table.hasher.hash_one(&id), slot);
             table.tasks.push(Some(TaskEntry { id, meta }));
         }
         table.len = table.tasks.len();
-        // Sort by status time (inline), then by id only on a tie (a slab lookup).
-        let mut ranked: Vec<(Timestamp, u32)> = (0u32..)
-            .zip(&table.tasks)
-            .filter_map(|(slot, task)| task.as_ref().map(|t| (t.meta.status_timestamp, slot)))
-            .collect();
-        {
-            let tasks = &table.tasks;
-            ranked.sort_unstable_by(|a, b| {
-                a.0.cmp(&b.0)
-                    .then_with(|| rank(tasks, a.1).cmp(&rank(tasks, b.1)))
-            });
-        }
+        let TaskTable { tasks, hasher, .. } = &table;
+        // Slots fit in a `u32`: at most TASKS_MAX tasks were taken above.
+        let hashes = tasks.iter().enumerate().map(|(slot, task)| {
+            (
+                task.as_ref().map_or(0, |task| hasher.hash_one(&task.id)),
+                u32::try_from(slot).unwrap_or(u32::MAX),
+            )
+        });
+        let same = |a: u32, b: u32| {
+            entry(tasks, a).map(|task| &task.id) == entry(tasks, b).map(|task| &task.id)
+        };
+        let Some(task_index) = SlotIndex::build(hashes, same) else {
+            return Err(repeated);
+        };
+        table.task_index = task_index;
+        // At most one context a task: sized once (no rehash, which would look every context
+        // up again), and given back below when contexts are shared.
+        table.contexts.reserve_exact(table.len);
+        table.context_index.reserve(table.len, |_| 0);
+        let ranked = ranked_slots(&table.tasks);
         for (_, slot) in ranked {
-            let Some((state, context_id)) =
-                entry(&table.tasks, slot).map(|t| (t.meta.state, t.meta.context_id.clone()))
-            else {
+            let TaskTable {
+                tasks,
+                contexts,
+                context_index,
+                hasher,
+                ..
+            } = &mut table;
+            let Some(task) = entry(tasks, slot) else {
                 continue;
             };
-            let context =
-                table.add_to_context(&context_id, slot, |list, slot, _, _| list.push_last(slot));
+            let context_id = &task.meta.context_id;
+            let next = u32::try_from(contexts.len()).unwrap_or(u32::MAX);
+            let context = match context_index.entry(
+                hasher.hash_one(context_id),
+                |&c| context_entry(contexts, c).is_some_and(|found| found.id == *context_id),
+                |&c| context_entry(contexts, c).map_or(0, |found| hasher.hash_one(&found.id)),
+            ) {
+                hashbrown::hash_table::Entry::Vacant(vacant) => {
+                    // A context's first task (the common case: one task a context).
+                    vacant.insert(next);
+                    contexts.push(Some(ContextEntry {
+                        id: context_id.clone(),
+                        tasks: ContextTasks::One(slot),
+                    }));
+                    next
+                }
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    let context_id = context_id.clone();
+                    table.add_to_context(&context_id, slot, |list, slot, _, _| list.push_last(slot))
+                }
+            };
+            let state = entry(&table.tasks, slot).map_or(TaskState::Unspecified, |t| t.meta.state);
             if let Some(Some(task)) = table.tasks.get_mut(slot as usize) {
                 task.meta.context = context;
             }
@@ -395,7 +440,28 @@ impl TaskTable {
                 list.push_last(slot);
             }
         }
-        table
+        table.contexts.shrink_to_fit();
+        if table.context_index.len() < table.len / 2 {
+            let TaskTable {
+                contexts,
+                context_index,
+                hasher,
+                ..
+            } = &mut table;
+            context_index.shrink_to_fit(|&c| {
+                context_entry(contexts, c).map_or(0, |found| hasher.hash_one(&found.id))
+            });
+        }
+        Ok(table)
+    }
+
+    /// Every live task in rank order (oldest status first, then the larger id): the order a
+    /// checkpoint holds them in, so that restoring it sorts nothing.
+    pub fn iter_ranked(&self) -> impl Iterator<Item = (&CompactId, &TaskMeta)> {
+        let tasks = &self.tasks;
+        ranked_slots(tasks)
+            .into_iter()
+            .filter_map(move |(_, slot)| entry(tasks, slot).map(|task| (&task.id, &task.meta)))
     }
 
     /// Every live task, for a checkpoint.
@@ -1087,6 +1153,21 @@ impl TaskTable {
     }
 }
 
+/// Every live slot with its status time, in ascending rank: sorted by status time (inline),
+/// then by id only on a tie (a slab lookup). Already sorted input (a checkpoint written in rank
+/// order) is recognized in one pass by the sort.
+fn ranked_slots(tasks: &[Option<TaskEntry>]) -> Vec<(Timestamp, u32)> {
+    let mut ranked: Vec<(Timestamp, u32)> = (0u32..)
+        .zip(tasks)
+        .filter_map(|(slot, task)| task.as_ref().map(|t| (t.meta.status_timestamp, slot)))
+        .collect();
+    ranked.sort_unstable_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| rank(tasks, a.1).cmp(&rank(tasks, b.1)))
+    });
+    ranked
+}
+
 fn context_entry(contexts: &[Option<ContextEntry>], slot: u32) -> Option<&ContextEntry> {
     contexts.get(slot as usize).and_then(Option::as_ref)
 }
@@ -1386,7 +1467,7 @@ mod tests {
                     .collect(),
             )
         };
-        let mut table = TaskTable::restore([meta(VERSION_MAX - 1)].into_iter());
+        let mut table = TaskTable::restore([meta(VERSION_MAX - 1)].into_iter()).unwrap();
         assert!(matches!(
             table.check(&message_at(VERSION_MAX, 2), None),
             Err(Error::InvalidEvent { .. })
@@ -1399,7 +1480,7 @@ mod tests {
             Err(Error::InvalidEvent { .. })
         ));
         // A table can only get here through a bug, but `check` still refuses instead of panicking.
-        let table = TaskTable::restore([meta(u64::MAX)].into_iter());
+        let table = TaskTable::restore([meta(u64::MAX)].into_iter()).unwrap();
         for first_version in [0, u64::MAX] {
             assert!(matches!(
                 table.check(&message_at(first_version, 2), None),
@@ -1552,7 +1633,7 @@ mod tests {
             .iter()
             .map(|(id, meta)| (id.clone(), meta.clone()))
             .collect();
-        TaskTable::restore(image.into_iter())
+        TaskTable::restore(image.into_iter()).unwrap()
     }
 
     fn run_index_model(ops: Vec<IndexOp>) {

@@ -19,7 +19,7 @@ use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use base64::Engine as _;
 use tokio::sync::Notify;
 
-use crate::checkpoint::{self, Checkpoint, CheckpointTask, ReplicaCheckpoint};
+use crate::checkpoint::{self, ReplicaCheckpoint, TaskView};
 use crate::config::Options;
 use crate::entry::{NewRecord, Position};
 use crate::error::{Error, Result};
@@ -232,9 +232,21 @@ impl Drop for TaskStore {
     }
 }
 
+/// Why a checkpoint that names a task twice is refused.
+const REPEATED_TASK: &str = "checkpoint names a task twice";
+
+/// A table restored from the checkpoint.
+struct Restored {
+    tasks: TaskTable,
+    rejected: BTreeSet<u64>,
+    covered_position: u64,
+    replica: Option<ReplicaCheckpoint>,
+}
+
 /// Loads the checkpoint if it is valid, fits the log and was written in the same mode (embedded
-/// or replica); `None` means: rebuild from the log's first position.
-fn restore_checkpoint(log: &Log, first: u64, last: u64, replica: bool) -> Option<Checkpoint> {
+/// or replica), and restores the table from it; `None` means: rebuild from the log's first
+/// position.
+fn restore_checkpoint(log: &Log, first: u64, last: u64, replica: bool) -> Option<Restored> {
     let bytes = match log.read_side_file(checkpoint::FILE_NAME) {
         Ok(Some(bytes)) => bytes,
         Ok(None) => return None,
@@ -243,30 +255,41 @@ fn restore_checkpoint(log: &Log, first: u64, last: u64, replica: bool) -> Option
             return None;
         }
     };
-    match checkpoint::decode(&bytes) {
-        // `first >= 1` always; `covered <= last` bounds it below POSITION_MAX, so `+ 1` is safe.
-        Ok(saved)
-            if saved.covered_position >= first - 1
-                && saved.covered_position <= last
-                && saved.replica.is_some() == replica =>
-        {
-            Some(saved)
-        }
-        Ok(saved) => {
-            tracing::warn!(
-                covered = saved.covered_position,
-                first,
-                last,
-                replica,
-                "the task checkpoint does not fit the log; rebuilding from the log"
-            );
-            None
-        }
+    let saved = match checkpoint::load(&bytes) {
+        Ok(saved) => saved,
         Err(reason) => {
             tracing::warn!(%reason, "invalid task checkpoint; rebuilding from the log");
-            None
+            return None;
         }
+    };
+    // `first >= 1` always; `covered <= last` bounds it below POSITION_MAX, so `+ 1` is safe.
+    if saved.covered_position < first - 1
+        || saved.covered_position > last
+        || saved.replica.is_some() != replica
+    {
+        tracing::warn!(
+            covered = saved.covered_position,
+            first,
+            last,
+            replica,
+            "the task checkpoint does not fit the log; rebuilding from the log"
+        );
+        return None;
     }
+    let count = saved.tasks.stated_len();
+    let tasks = match TaskTable::try_restore(count, saved.tasks, REPEATED_TASK.to_string()) {
+        Ok(tasks) => tasks,
+        Err(reason) => {
+            tracing::warn!(%reason, "invalid task checkpoint; rebuilding from the log");
+            return None;
+        }
+    };
+    Some(Restored {
+        tasks,
+        rejected: saved.rejected.into_iter().collect(),
+        covered_position: saved.covered_position,
+        replica: saved.replica,
+    })
 }
 
 impl TaskStore {
@@ -282,10 +305,7 @@ impl TaskStore {
             .as_ref()
             .map_or(first.get(), |c| c.covered_position + 1);
         let (mut tasks, mut rejected) = match saved {
-            Some(saved) => (
-                TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta)),
-                saved.rejected.into_iter().collect(),
-            ),
+            Some(saved) => (saved.tasks, saved.rejected),
             None => (TaskTable::default(), BTreeSet::new()),
         };
         let mut replayed = 0u64;
@@ -347,8 +367,8 @@ impl TaskStore {
                         state: Vec::new(),
                     });
                     (
-                        TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta)),
-                        saved.rejected.into_iter().collect(),
+                        saved.tasks,
+                        saved.rejected,
                         ReplicaApplied {
                             position: Position::new(saved.covered_position),
                             term: replica.applied_term,
@@ -428,16 +448,15 @@ impl TaskStore {
                 cause: "no checkpoint of a poisoned store".into(),
             });
         }
-        let saved = self.snapshot_table();
-        let covered = saved.covered_position;
-        let bytes = checkpoint::encode(&saved)?;
+        let (covered, _, bytes) = self.snapshot_table();
         self.log.write_side_file(checkpoint::FILE_NAME, &bytes)?;
         Ok(Position::new(covered))
     }
 
-    /// A copy of the table as a checkpoint: as of the log's end (embedded; writes wait while it
-    /// is taken) or of the last applied record (replica).
-    fn snapshot_table(&self) -> Checkpoint {
+    /// The table encoded as a checkpoint file, as of the log's end (embedded; writes wait while
+    /// it is encoded) or of the last applied record (replica), with that position and the
+    /// replica part.
+    fn snapshot_table(&self) -> (u64, Option<ReplicaCheckpoint>, Vec<u8>) {
         let mut table = lock(&self.table);
         table.checkpointing = true;
         // Only with no write in flight is every record up to the log's end applied.
@@ -458,20 +477,21 @@ impl TaskStore {
         } else {
             (self.log.bounds().1.get(), None)
         };
-        let saved = Checkpoint {
-            covered_position: covered,
-            tasks: table
+        let bytes = checkpoint::encode_parts(
+            covered,
+            table.tasks.len(),
+            table
                 .tasks
-                .iter()
-                .map(|(id, meta)| CheckpointTask::from_meta(id, meta))
-                .collect(),
-            rejected: table.rejected.range(..=covered).copied().collect(),
-            replica,
-        };
+                .iter_ranked()
+                .map(|(id, meta)| TaskView::of_meta(id, meta)),
+            table.rejected.range(..=covered).copied(),
+            table.rejected.range(..=covered).count(),
+            replica.as_ref(),
+        );
         table.checkpointing = false;
         drop(table);
         self.idle.notify_all();
-        saved
+        (covered, replica, bytes)
     }
 
     /// The underlying log (read positions, bounds, sync).
@@ -926,17 +946,17 @@ impl TaskStore {
                 "only a replicated store makes snapshots".into(),
             ));
         }
-        let saved = self.snapshot_table();
-        let replica = saved.replica.clone().unwrap_or(ReplicaCheckpoint {
+        let (covered, replica, bytes) = self.snapshot_table();
+        let replica = replica.unwrap_or(ReplicaCheckpoint {
             applied_term: 0,
             state: Vec::new(),
         });
         let applied = ReplicaApplied {
-            position: Position::new(saved.covered_position),
+            position: Position::new(covered),
             term: replica.applied_term,
             state: replica.state,
         };
-        Ok((applied, checkpoint::encode(&saved)?))
+        Ok((applied, bytes))
     }
 
     /// Replica: replaces the state with a snapshot made by [`TaskStore::snapshot`] (on any node)
@@ -952,13 +972,16 @@ impl TaskStore {
                 "only a replicated store installs snapshots".into(),
             ));
         }
-        let saved = checkpoint::decode(bytes)
+        let saved = checkpoint::load(bytes)
             .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
-        let Some(replica) = saved.replica.clone() else {
+        let Some(replica) = saved.replica else {
             return Err(Error::InvalidArgument(
                 "the snapshot was not made by a replicated store".into(),
             ));
         };
+        let count = saved.tasks.stated_len();
+        let tasks = TaskTable::try_restore(count, saved.tasks, REPEATED_TASK.to_string())
+            .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
         self.log.write_side_file(checkpoint::FILE_NAME, bytes)?;
         let applied = ReplicaApplied {
             position: Position::new(saved.covered_position),
@@ -966,7 +989,7 @@ impl TaskStore {
             state: replica.state,
         };
         let mut table = lock(&self.table);
-        table.tasks = TaskTable::restore(saved.tasks.into_iter().map(CheckpointTask::into_meta));
+        table.tasks = tasks;
         table.rejected = saved.rejected.into_iter().collect();
         table.replica = applied.clone();
         let watchers: Vec<Arc<Notify>> = table.watchers.values().cloned().collect();

@@ -500,8 +500,8 @@ pub fn checkpoint_file(data: &[u8]) -> Result<()> {
             .context("the template has a checkpoint")?;
         let mut saved =
             checkpoint::decode(original).map_err(|e| anyhow!("template checkpoint: {e}"))?;
-        // The store writes tasks in hash order, which changes from process to process; edits
-        // name tasks by index, so sort them.
+        // The store writes tasks in rank order (status time, then id), which moves with the
+        // clock; edits name tasks by index, so sort them by id.
         saved.tasks.sort_by(|a, b| a.id.cmp(&b.id));
         edit_checkpoint(&mut saved, &mut input);
         checkpoint::encode(&saved).context("encode the edited checkpoint")?

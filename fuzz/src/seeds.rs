@@ -440,6 +440,39 @@ pub fn generate() -> Result<Vec<Seed>> {
         "truncated_store",
         with_control(0x02, real.get(..real.len() / 2).unwrap_or_default()),
     );
+    // Format 3 (engine/FORMAT.md §9) near misses, CRCs repaired (FIX_CRC), opened anyway (0x02):
+    // a byte after the last task, a count in a longer-than-needed varint; and the same checkpoint
+    // as version 2 (rkyv), which is still read.
+    let header = checkpoint::HEADER_BYTES;
+    let trailing = [&real[..], &[0]].concat();
+    add(
+        "checkpoint_file",
+        "v3_trailing_byte",
+        with_control(FIX_CRC | 0x02, &trailing),
+    );
+    if let Some(&count) = real.get(header)
+        && count < 0x80
+    {
+        let long_count = [
+            real.get(..header).unwrap_or_default(),
+            &[count | 0x80, 0x00],
+            real.get(header + 1..).unwrap_or_default(),
+        ]
+        .concat();
+        add(
+            "checkpoint_file",
+            "v3_nonminimal_varint",
+            with_control(FIX_CRC | 0x02, &long_count),
+        );
+    }
+    let decoded =
+        checkpoint::decode(&real).map_err(|e| anyhow!("decode the real checkpoint: {e}"))?;
+    let checkpoint_v2 = engine("encode version 2", checkpoint::encode_version_2(&decoded))?;
+    add(
+        "checkpoint_file",
+        "v2_real",
+        with_control(0, &checkpoint_v2),
+    );
     // Edits of the template's checkpoint (`CHECKPOINT_EDIT`), tasks sorted by id: 0 `task-3`
     // (batch (3, 1)), 1 `task-active` (batches (1, 1), (4, 2), (5, 5)), 2 `task-done` (batches
     // (2, 1), (6, 2)). Value bytes: `4 * n` is n, `4 * n + 2` is `VERSION_MAX - 32 + n`, `4 * n + 3`
