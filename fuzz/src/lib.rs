@@ -32,7 +32,7 @@ use tasklog_engine::model::{TaskState, Timestamp};
 use tasklog_engine::subscribe::Next;
 use tasklog_engine::{
     Error, ListQuery, Log, NewRecord, NewTask, Options, Position, RecoveryMode, SyncPolicy,
-    TaskStore, checkpoint, frame, record, segment,
+    TaskStore, checkpoint, frame, record, segment, write_wire,
 };
 
 mod input;
@@ -53,6 +53,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("event_batch", event_batch),
     ("segment_recover", segment_recover),
     ("log_model", log_model),
+    ("forwarded_write", forwarded_write),
 ];
 
 /// Segment size for every log the targets open: the smallest the engine allows, so logs roll.
@@ -1137,4 +1138,51 @@ pub const LOG_MODEL_OPS_MAX: usize = 64;
 /// `{first:020}.idx`: the index file name of the segment starting at `first`.
 fn index_file_name(first: u64) -> String {
     format!("{first:020}.{}", index::EXTENSION)
+}
+
+/// A write as a follower forwards it to the leader (`write_wire`: network bytes from a peer):
+/// decoding never panics and refuses with [`Error::InvalidArgument`] only; a write that decodes
+/// encodes back to bytes that decode to the same write; and the leader's check of it
+/// ([`TaskStore::prepare`], on a store holding the seed tasks) answers with a prepared batch or a
+/// typed refusal, never a panic.
+///
+/// # Errors
+/// A broken promise.
+pub fn forwarded_write(data: &[u8]) -> Result<()> {
+    static STORE: OnceLock<Option<(tempfile::TempDir, TaskStore)>> = OnceLock::new();
+    let write = match write_wire::decode_write(data) {
+        Ok(write) => write,
+        Err(Error::InvalidArgument(_)) => return Ok(()),
+        Err(other) => bail!("a bad forwarded write gave {other:?}, not InvalidArgument"),
+    };
+    let again = write_wire::encode_write(&write).context("re-encode")?;
+    let back = write_wire::decode_write(&again).context("decode the re-encoded write")?;
+    ensure!(
+        back == write,
+        "a forwarded write changed through encode and decode"
+    );
+    let store = STORE.get_or_init(|| {
+        let dir = scratch_dir().ok()?;
+        seeds::write_store(dir.path()).ok()?;
+        let store = TaskStore::open(dir.path(), store_options()).ok()?;
+        Some((dir, store))
+    });
+    let (_, store) = store.as_ref().context("open the seed store")?;
+    match store.prepare(write) {
+        Ok(prepared) => {
+            let batch: EventBatch = record::decode_bytes(0, &prepared.payload)
+                .context("a prepared batch that does not decode")?;
+            ensure!(
+                batch.task_id == prepared.task_id && batch.last_version() == prepared.version,
+                "prepared {} v{} but encoded {} v{}",
+                prepared.task_id,
+                prepared.version,
+                batch.task_id,
+                batch.last_version()
+            );
+            Ok(())
+        }
+        Err(error) if error.kind() == tasklog_engine::ErrorKind::Rejected => Ok(()),
+        Err(error) => bail!("prepare gave a non-rejection error: {error:?}"),
+    }
 }

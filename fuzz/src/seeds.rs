@@ -12,8 +12,10 @@ use tasklog_engine::event::{Event, EventBatch, TASK_BATCH_KIND};
 use tasklog_engine::model::{
     Artifact, Json, Message, Part, Role, TaskState, TaskStatus, Timestamp,
 };
-use tasklog_engine::{Log, NewRecord, NewTask, RecoveryMode, SyncPolicy, TaskStore, checkpoint};
-use tasklog_engine::{frame, record, segment};
+use tasklog_engine::{
+    Log, NewRecord, NewTask, RecoveryMode, SyncPolicy, TaskStore, Write, checkpoint,
+};
+use tasklog_engine::{frame, record, segment, write_wire};
 
 use crate::{CHECKPOINT_EDIT, FIX_CRC, options, scratch_dir};
 
@@ -410,6 +412,34 @@ pub fn generate() -> Result<Vec<Seed>> {
         "not_a_batch_store",
         with_control(0x02, b"\x01\x02\x03"),
     );
+
+    // Forwarded writes: a creation with a message, and each seed batch as an append.
+    let creation = Write::Create(NewTask {
+        task_id: Some("forwarded".into()),
+        context_id: Some("ctx".into()),
+        state: TaskState::Submitted,
+        message: None,
+        metadata: None,
+    });
+    let mut writes = vec![("create", creation)];
+    for (i, batch) in batches().into_iter().enumerate() {
+        let name: &'static str = ["append_0", "append_1", "append_2", "append_3"]
+            .get(i)
+            .copied()
+            .unwrap_or("append_n");
+        writes.push((
+            name,
+            Write::Append {
+                task_id: STORE_ACTIVE_TASK.into(),
+                expected_version: batch.first_version.checked_sub(1),
+                events: batch.events,
+            },
+        ));
+    }
+    for (name, write) in writes {
+        let bytes = write_wire::encode_write(&write).map_err(|e| anyhow!("encode: {e}"))?;
+        add("forwarded_write", name, bytes);
+    }
 
     // Checkpoints: the real one of the template store, an empty one, and a truncated one.
     let store_dir = scratch_dir()?;
