@@ -251,6 +251,28 @@ fn three_nodes_survive_a_leader_sigkill() {
         latest.len()
     );
 
+    // Linearizable reads on followers (a read index from the leader over the nodes' link): each
+    // sees a write the leader acknowledged just before, with no position given.
+    let leader = cluster.leader(&ids);
+    for id in ids.iter().copied().filter(|&id| id != leader) {
+        for n in 0..5 {
+            let task = format!("lin-{id}-{n}");
+            let written = cluster
+                .client(leader)
+                .create(&CreateRequest {
+                    task_id: Some(task.clone()),
+                    ..CreateRequest::default()
+                })
+                .unwrap();
+            let read = cluster
+                .client(id)
+                .get(&task, "consistency=linearizable")
+                .unwrap_or_else(|e| panic!("linearizable read of {task} on node {id}: {e}"));
+            assert_eq!(read.version, written.version);
+            assert!(read.applied_position >= written.position);
+        }
+    }
+
     // Clean stops, then the logs compared record by record.
     for id in ids {
         let status = cluster.sigterm(id);
