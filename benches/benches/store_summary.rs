@@ -59,7 +59,7 @@ use tasklog_benches::{
 };
 use tasklog_engine::event::{Event, EventBatch, TASK_BATCH_KIND};
 use tasklog_engine::id::CompactId;
-use tasklog_engine::model::{Message, Part, Role, TaskState, TaskStatus, Timestamp};
+use tasklog_engine::model::{Message, Role, TaskState, TaskStatus, Timestamp};
 use tasklog_engine::state::TaskMeta;
 use tasklog_engine::subscribe::{Tail, TaskSubscription};
 use tasklog_engine::{Log, NewRecord, NewTask, Options, Position, SyncPolicy, TaskStore, record};
@@ -270,16 +270,7 @@ fn now_ms() -> i64 {
 }
 
 fn message(text_len: usize) -> Message {
-    Message {
-        message_id: "m".into(),
-        context_id: None,
-        task_id: None,
-        role: Role::Agent,
-        parts: vec![Part::text("x".repeat(text_len))],
-        metadata: None,
-        extensions: Vec::new(),
-        reference_task_ids: Vec::new(),
-    }
+    Message::text("m", Role::Agent, "x".repeat(text_len))
 }
 
 /// Text lengths that make a created batch and a message batch of a 36-byte task id encode to

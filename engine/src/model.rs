@@ -371,6 +371,22 @@ pub struct Message {
     pub reference_task_ids: Vec<String>,
 }
 
+impl Message {
+    /// A message of one text part from `role`, with no context, task, metadata or references.
+    pub fn text(message_id: impl Into<String>, role: Role, text: impl Into<String>) -> Self {
+        Message {
+            message_id: message_id.into(),
+            context_id: None,
+            task_id: None,
+            role,
+            parts: vec![Part::text(text)],
+            metadata: None,
+            extensions: Vec::new(),
+            reference_task_ids: Vec::new(),
+        }
+    }
+}
+
 /// A task's state plus an optional status message and its time.
 #[derive(
     Debug,

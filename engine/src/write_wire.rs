@@ -116,16 +116,7 @@ mod tests {
     use crate::model::{Artifact, Part, Role, TaskStatus};
 
     fn samples() -> Vec<Write> {
-        let message = Message {
-            message_id: "m-1".into(),
-            context_id: None,
-            task_id: None,
-            role: Role::User,
-            parts: vec![Part::text("hello")],
-            metadata: None,
-            extensions: Vec::new(),
-            reference_task_ids: Vec::new(),
-        };
+        let message = Message::text("m-1", Role::User, "hello");
         vec![
             Write::Create(NewTask::submitted(None)),
             Write::Create(NewTask {

@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tasklog_benches::{RawAppender, machine_facts};
-use tasklog_engine::model::{Message, Part, Role};
+use tasklog_engine::model::{Message, Role};
 use tasklog_raft::NodeId;
 use tasklog_server::client::Client;
 use tasklog_server::http::{AddLearnerRequest, AppendRequest, CreateRequest, EventBody};
@@ -236,16 +236,11 @@ fn probe(
             &written.task_id,
             &AppendRequest {
                 expected_version: Some(written.version),
-                events: vec![EventBody::Message(Message {
-                    message_id: "m".into(),
-                    context_id: None,
-                    task_id: None,
-                    role: Role::Agent,
-                    parts: vec![Part::text("x".repeat(300))],
-                    metadata: None,
-                    extensions: Vec::new(),
-                    reference_task_ids: Vec::new(),
-                })],
+                events: vec![EventBody::Message(Message::text(
+                    "m",
+                    Role::Agent,
+                    "x".repeat(300),
+                ))],
             },
         );
         if let Ok(appended) = appended {

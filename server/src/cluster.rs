@@ -273,18 +273,11 @@ fn demo(clients: &[(NodeId, Client)], rate: u32, stop: &AtomicBool) -> anyhow::R
 }
 
 fn message(task: u64) -> Message {
-    Message {
-        message_id: format!("demo-message-{task}"),
-        context_id: None,
-        task_id: None,
-        role: Role::User,
-        parts: vec![Part::text(format!(
-            "demo task {task}: summarize the release notes"
-        ))],
-        metadata: None,
-        extensions: Vec::new(),
-        reference_task_ids: Vec::new(),
-    }
+    Message::text(
+        format!("demo-message-{task}"),
+        Role::User,
+        format!("demo task {task}: summarize the release notes"),
+    )
 }
 
 fn demo_event(step: u64) -> EventBody {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use tasklog_engine::model::{Message, Part, Role};
+use tasklog_engine::model::{Message, Role};
 
 use crate::client::Client;
 use crate::http::{AppendRequest, CreateRequest, EventBody};
@@ -174,16 +174,7 @@ fn record<T>(
 }
 
 fn message(text: &str, n: u64) -> Message {
-    Message {
-        message_id: format!("m-{n}"),
-        context_id: None,
-        task_id: None,
-        role: Role::Agent,
-        parts: vec![Part::text(text)],
-        metadata: None,
-        extensions: Vec::new(),
-        reference_task_ids: Vec::new(),
-    }
+    Message::text(format!("m-{n}"), Role::Agent, text)
 }
 
 /// The summary table.

@@ -50,16 +50,7 @@ impl TasklogStore {
 }
 
 fn text_message(message_id: String, text: &str) -> Message {
-    Message {
-        message_id,
-        context_id: None,
-        task_id: None,
-        role: Role::Agent,
-        parts: vec![Part::text(text)],
-        metadata: None,
-        extensions: Vec::new(),
-        reference_task_ids: Vec::new(),
-    }
+    Message::text(message_id, Role::Agent, text)
 }
 
 fn text_len(parts: &[Part]) -> usize {
