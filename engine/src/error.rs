@@ -78,6 +78,12 @@ pub enum Error {
         /// Last position held.
         last: u64,
     },
+    /// A read asked for a record that compaction removed: it belonged to a deleted task.
+    #[error("the record at position {position} was removed by compaction (its task was deleted)")]
+    Compacted {
+        /// The requested position.
+        position: u64,
+    },
     /// A conditional append named a position other than the next one.
     #[error("append at position {requested} refused: the next position is {next}")]
     PositionMismatch {
@@ -149,6 +155,7 @@ impl Error {
             Error::Closed => ErrorKind::Retryable,
             Error::TooLarge { .. }
             | Error::NotFound { .. }
+            | Error::Compacted { .. }
             | Error::PositionMismatch { .. }
             | Error::InvalidArgument(_)
             | Error::TaskNotFound { .. }

@@ -27,7 +27,7 @@ pub const POSITION_OFFSET: usize = LEN_OFFSET + size_of::<u32>();
 pub const TERM_OFFSET: usize = POSITION_OFFSET + size_of::<u64>();
 /// Offset of the kind byte.
 pub const KIND_OFFSET: usize = TERM_OFFSET + size_of::<u64>();
-/// Offset of the flags byte (zero in format version 1).
+/// Offset of the flags byte (zero for a record; [`FLAG_GAP`] for a gap frame).
 pub const FLAGS_OFFSET: usize = KIND_OFFSET + 1;
 /// Offset of the reserved bytes (zero in format version 1).
 pub const RESERVED_OFFSET: usize = FLAGS_OFFSET + 1;
@@ -35,6 +35,14 @@ pub const RESERVED_OFFSET: usize = FLAGS_OFFSET + 1;
 pub const HEADER_BYTES: usize = RESERVED_OFFSET + 6;
 /// Frames start and end on multiples of this.
 pub const ALIGN_BYTES: usize = 8;
+/// The flags value of a *gap frame*: it stands for a run of positions whose records compaction
+/// removed (engine/FORMAT.md §4.1). Its payload is the run's length, a `u64` of at least 1; its
+/// kind and term are zero. Gap frames appear only in compacted segments.
+pub const FLAG_GAP: u8 = 1;
+/// Payload bytes of a gap frame.
+pub const GAP_PAYLOAD_BYTES: usize = size_of::<u64>();
+/// Total bytes of a gap frame.
+pub const GAP_FRAME_BYTES: usize = frame_len(GAP_PAYLOAD_BYTES);
 
 const _: () = assert!(HEADER_BYTES == 32);
 const _: () = assert!(HEADER_BYTES.is_multiple_of(ALIGN_BYTES));
@@ -57,6 +65,21 @@ pub struct Frame<'a> {
     pub payload: &'a [u8],
     /// Total bytes of the frame, padding included.
     pub len: usize,
+    /// For a gap frame, the number of positions it stands for (from `position` on); 0 for a
+    /// record.
+    pub gap: u64,
+}
+
+impl Frame<'_> {
+    /// Positions the frame covers: 1 for a record, the run's length for a gap frame.
+    pub fn covers(&self) -> u64 {
+        self.gap.max(1)
+    }
+
+    /// Whether this is a gap frame rather than a record.
+    pub fn is_gap(&self) -> bool {
+        self.gap != 0
+    }
 }
 
 /// What [`decode`] found at the start of a byte slice.
@@ -103,8 +126,36 @@ pub fn encode(out: &mut Vec<u8>, position: u64, term: u64, kind: u8, payload: &[
     );
 }
 
-/// Decodes the frame at the start of `bytes`, checking its CRC and reserved fields.
+/// Appends a gap frame standing for the `count` positions from `position` on (`count >= 1`).
+///
+/// Grammar: `{ crc | payload_len=8 | position | term=0 | kind=0 | flags=FLAG_GAP | reserved=0
+/// | u64 count }`.
+pub fn encode_gap(out: &mut Vec<u8>, position: u64, count: u64) {
+    let start = out.len();
+    encode(out, position, 0, 0, &count.to_le_bytes());
+    if let Some(flags) = out.get_mut(start + FLAGS_OFFSET) {
+        *flags = FLAG_GAP;
+    }
+    let crc = crc32fast::hash(out.get(start + LEN_OFFSET..).unwrap_or_default());
+    if let Some(slot) = out.get_mut(start..start + LEN_OFFSET) {
+        slot.copy_from_slice(&crc.to_le_bytes());
+    }
+}
+
+/// Decodes the record frame at the start of `bytes`, checking its CRC and reserved fields. A gap
+/// frame is refused: it is valid only inside a compacted segment (see [`decode_compacted`]).
 pub fn decode(bytes: &[u8]) -> Decoded<'_> {
+    match decode_compacted(bytes) {
+        Decoded::Frame(frame) if frame.is_gap() => {
+            Decoded::Corrupt("gap frame outside a compacted segment")
+        }
+        other => other,
+    }
+}
+
+/// Decodes a record frame or a gap frame at the start of `bytes` (the frames of a compacted
+/// segment), checking its CRC and reserved fields.
+pub fn decode_compacted(bytes: &[u8]) -> Decoded<'_> {
     let Some(header) = bytes.get(..HEADER_BYTES) else {
         return Decoded::Incomplete {
             needed: HEADER_BYTES,
@@ -123,9 +174,11 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     if stored != computed {
         return Decoded::Corrupt("crc mismatch");
     }
-    if header
-        .get(FLAGS_OFFSET..HEADER_BYTES)
-        .is_none_or(|rest| rest.iter().any(|b| *b != 0))
+    let flags = header.get(FLAGS_OFFSET).copied().unwrap_or_default();
+    if flags & !FLAG_GAP != 0
+        || header
+            .get(RESERVED_OFFSET..HEADER_BYTES)
+            .is_none_or(|rest| rest.iter().any(|b| *b != 0))
     {
         return Decoded::Corrupt("nonzero reserved header bytes");
     }
@@ -138,12 +191,31 @@ pub fn decode(bytes: &[u8]) -> Decoded<'_> {
     {
         return Decoded::Corrupt("nonzero padding");
     }
+    let position = le::u64_at(header, POSITION_OFFSET);
+    let term = le::u64_at(header, TERM_OFFSET);
+    let kind = header.get(KIND_OFFSET).copied().unwrap_or_default();
+    let gap = if flags == FLAG_GAP {
+        let count = match <[u8; GAP_PAYLOAD_BYTES]>::try_from(payload) {
+            Ok(count) => u64::from_le_bytes(count),
+            Err(_) => return Decoded::Corrupt("gap frame payload is not one u64"),
+        };
+        if count == 0 || term != 0 || kind != 0 {
+            return Decoded::Corrupt("gap frame with a zero count, a term or a kind");
+        }
+        if position.checked_add(count - 1).is_none() {
+            return Decoded::Corrupt("gap frame runs past the position space");
+        }
+        count
+    } else {
+        0
+    };
     Decoded::Frame(Frame {
-        position: le::u64_at(header, POSITION_OFFSET),
-        term: le::u64_at(header, TERM_OFFSET),
-        kind: header.get(KIND_OFFSET).copied().unwrap_or_default(),
+        position,
+        term,
+        kind,
         payload,
         len: total,
+        gap,
     })
 }
 
@@ -165,6 +237,9 @@ pub fn plausible(bytes: &[u8], after_position: u64, position_max: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// CRC of `encode_gap(7, 3)`, computed independently with Python `zlib.crc32`.
+    const GAP_GOLDEN_CRC: u32 = 0x95f7_cd65;
 
     #[test]
     fn round_trip_keeps_every_field_and_aligns() {
@@ -201,6 +276,68 @@ mod tests {
             b'h', b'e', b'l', b'l', b'o', 0, 0, 0, // payload + pad
         ];
         assert_eq!(out, expected);
+    }
+
+    /// Golden bytes of a gap frame (FORMAT.md §4.1); the CRC was checked with Python `zlib.crc32`.
+    #[test]
+    fn golden_bytes_of_a_gap_frame() {
+        let mut out = Vec::new();
+        encode_gap(&mut out, 7, 3);
+        let expected: [u8; 40] = [
+            0x00, 0x00, 0x00, 0x00, // crc, checked below
+            0x08, 0x00, 0x00, 0x00, // payload_len = 8
+            0x07, 0, 0, 0, 0, 0, 0, 0, // position = 7
+            0, 0, 0, 0, 0, 0, 0, 0,    // term = 0
+            0x00, // kind = 0
+            0x01, // flags = FLAG_GAP
+            0, 0, 0, 0, 0, 0, // reserved
+            0x03, 0, 0, 0, 0, 0, 0, 0, // count = 3
+        ];
+        assert_eq!(out[4..], expected[4..]);
+        assert_eq!(
+            u32::from_le_bytes(out[..4].try_into().unwrap()),
+            GAP_GOLDEN_CRC
+        );
+        assert_eq!(out.len(), GAP_FRAME_BYTES);
+        let Decoded::Frame(frame) = decode_compacted(&out) else {
+            panic!("not a frame")
+        };
+        assert_eq!((frame.position, frame.gap, frame.covers()), (7, 3, 3));
+        assert!(frame.is_gap());
+        assert_eq!(
+            decode(&out),
+            Decoded::Corrupt("gap frame outside a compacted segment")
+        );
+    }
+
+    #[test]
+    fn malformed_gap_frames_are_refused() {
+        let forge = |position: u64, term: u64, kind: u8, payload: &[u8]| {
+            let mut out = Vec::new();
+            encode(&mut out, position, term, kind, payload);
+            out[FLAGS_OFFSET] = FLAG_GAP;
+            let crc = crc32fast::hash(&out[LEN_OFFSET..]);
+            out[..4].copy_from_slice(&crc.to_le_bytes());
+            out
+        };
+        for bad in [
+            forge(1, 0, 0, &0u64.to_le_bytes()),
+            forge(1, 1, 0, &1u64.to_le_bytes()),
+            forge(1, 0, 2, &1u64.to_le_bytes()),
+            forge(1, 0, 0, &[1, 0, 0, 0]),
+            forge(u64::MAX, 0, 0, &2u64.to_le_bytes()),
+        ] {
+            assert!(matches!(decode_compacted(&bad), Decoded::Corrupt(_)));
+        }
+        let mut other_flag = Vec::new();
+        encode(&mut other_flag, 1, 0, 0, &1u64.to_le_bytes());
+        other_flag[FLAGS_OFFSET] = 2;
+        let crc = crc32fast::hash(&other_flag[LEN_OFFSET..]);
+        other_flag[..4].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            decode_compacted(&other_flag),
+            Decoded::Corrupt("nonzero reserved header bytes")
+        );
     }
 
     #[test]

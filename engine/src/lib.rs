@@ -70,6 +70,7 @@
 #![cfg_attr(not(test), deny(clippy::panic))]
 
 pub mod checkpoint;
+mod compact;
 mod config;
 mod entry;
 mod error;
@@ -94,6 +95,7 @@ mod task;
 mod verify;
 pub mod write_wire;
 
+pub use compact::CompactReport;
 pub use config::{Options, RecoveryMode, SyncPolicy};
 pub use entry::{Appended, Entry, NewRecord, Position};
 pub use error::{Error, ErrorKind, Result};

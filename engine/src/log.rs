@@ -75,6 +75,11 @@ pub(crate) struct Inner {
     /// Bumped by every truncation, so a read that raced with one retries instead of reporting the
     /// bytes it saw change as corruption.
     truncations: AtomicU64,
+    /// Held while the set of sealed segment files changes other than by a roll: a compaction's
+    /// commit, truncate, purge, reset. It is never held while appenders wait on it.
+    pub(crate) sealed_files: Mutex<()>,
+    /// Held for a whole compaction pass, so that two never run at once.
+    pub(crate) compacting: Mutex<()>,
     _lock: File,
 }
 
@@ -142,6 +147,8 @@ pub(crate) struct Sealed {
     pub(crate) last_position: u64,
     pub(crate) data: Mmap,
     pub(crate) index: MappedIndex,
+    /// Set for a compacted segment: it may hold gap frames, and holds this many records.
+    pub(crate) compacted: Option<segment::Compacted>,
 }
 
 /// The segment being appended to. Readers use `pread` up to `state.len`.
@@ -234,6 +241,8 @@ impl Log {
             io: Mutex::new(recovered.io),
             view: RwLock::new(view),
             truncations: AtomicU64::new(0),
+            sealed_files: Mutex::new(()),
+            compacting: Mutex::new(()),
             dir,
             options,
             _lock: lock_file,
@@ -368,19 +377,27 @@ impl Log {
     /// [`Log::durable_position`]; the task store and subscriptions only ever expose that.
     ///
     /// # Errors
-    /// [`Error::NotFound`] outside [`Log::bounds`], [`Error::Corrupt`] if its bytes fail the CRC.
+    /// [`Error::NotFound`] outside [`Log::bounds`], [`Error::Compacted`] for a record that
+    /// compaction removed, [`Error::Corrupt`] if its bytes fail the CRC.
     pub fn read(&self, position: Position) -> Result<Entry> {
-        let mut entries = self.inner.read_segment(position.get(), 1, 0)?;
-        entries
-            .pop()
-            .ok_or_else(|| self.inner.not_found(position.get()))
+        let position = position.get();
+        let (mut entries, next) = self.inner.read_segment(position, 1, 0)?;
+        match entries.pop() {
+            Some(entry) if entry.position == position => Ok(entry),
+            // The walk passed `position` without a record for it: a gap frame covered it.
+            _ if next > position => Err(Error::Compacted { position }),
+            _ => Err(self.inner.not_found(position)),
+        }
     }
 
-    /// Reads up to `max_count` consecutive records starting at `from`, stopping early at the end
-    /// of the log or once `max_bytes` of payload are gathered (always at least one record).
+    /// Reads up to `max_count` records in position order starting at `from`, stopping early at
+    /// the end of the log or once `max_bytes` of payload are gathered (always at least one
+    /// record). Positions that compaction removed are skipped, so the records need not be
+    /// consecutive; the result is empty only when every position from `from` to the end was
+    /// removed.
     ///
     /// # Errors
-    /// As [`Log::read`] for `from`.
+    /// [`Error::NotFound`] when `from` is outside [`Log::bounds`], [`Error::Corrupt`].
     pub fn read_range(
         &self,
         from: Position,
@@ -395,15 +412,26 @@ impl Log {
             if !out.is_empty() && (budget == 0 || next > read(&self.inner.view).last_position) {
                 break;
             }
-            let batch = match self
-                .inner
-                .read_segment(next, max_count - out.len(), budget.max(1))
-            {
-                Ok(batch) => batch,
-                Err(Error::NotFound { .. }) if !out.is_empty() => break,
-                Err(e) => return Err(e),
+            let (batch, resume) =
+                match self
+                    .inner
+                    .read_segment(next, max_count - out.len(), budget.max(1))
+                {
+                    Ok(read) => read,
+                    Err(Error::NotFound { .. }) if !out.is_empty() || next > from.get() => break,
+                    Err(e) => return Err(e),
+                };
+            let Some(last) = batch.last() else {
+                if resume > next {
+                    // Only gap frames to the end of that segment: go on with the next one.
+                    next = resume;
+                    continue;
+                }
+                if out.is_empty() && next == from.get() {
+                    return Err(self.inner.not_found(next));
+                }
+                break;
             };
-            let Some(last) = batch.last() else { break };
             next = last.position + 1;
             bytes += batch.iter().map(|e| e.payload.len()).sum::<usize>();
             out.extend(batch);
@@ -842,6 +870,7 @@ impl Inner {
             last_position: io.last_position,
             data,
             index,
+            compacted: None,
         })
     }
 
@@ -911,7 +940,10 @@ impl Inner {
             inner: self,
             armed: true,
         };
-        let result = work(self);
+        let result = {
+            let _files = lock(&self.sealed_files);
+            work(self)
+        };
         let mut state = lock(&self.write);
         guard.armed = false;
         state.leader = false;
@@ -963,10 +995,25 @@ impl Inner {
             )));
         }
         let cut = keep + 1;
+        let compacted_through = read(&self.view)
+            .sealed
+            .iter()
+            .take_while(|s| s.first_position <= cut)
+            .filter(|s| s.compacted.is_some())
+            .last()
+            .map(|s| s.last_position);
+        if let Some(compacted_through) = compacted_through.filter(|last| *last >= cut) {
+            return Err(Error::InvalidArgument(format!(
+                "truncate_after({keep}) would cut into records that compaction rewrote (through \
+                 position {compacted_through}); truncate after them only"
+            )));
+        }
         self.truncations.fetch_add(1, Ordering::SeqCst);
         let cut_entry = self
             .read_segment(cut, 1, 0)?
+            .0
             .pop()
+            .filter(|entry| entry.position == cut)
             .ok_or_else(|| self.not_found(cut))?;
         let cut_offset = cut_entry.offset;
         let mut io = lock(&self.io);
@@ -1150,6 +1197,19 @@ impl Inner {
         }
     }
 
+    /// `Ok` while the log is open and not poisoned.
+    pub(crate) fn ensure_open(&self) -> Result<()> {
+        lock(&self.write).check_open()
+    }
+
+    /// Stops all writes until the log is reopened: the files no longer match what this process
+    /// holds in memory, and recovery is what reconciles them.
+    pub(crate) fn poison(&self, error: &Error) {
+        let mut state = lock(&self.write);
+        state.poison.get_or_insert_with(|| error.to_string());
+        self.notify(state);
+    }
+
     pub(crate) fn not_found(&self, position: u64) -> Error {
         let view = read(&self.view);
         Error::NotFound {
@@ -1159,13 +1219,14 @@ impl Inner {
         }
     }
 
-    /// Reads consecutive entries from `position` within the one segment that holds it.
+    /// Reads entries from `position` on within the one segment that holds it, with the position
+    /// after the last frame walked (past `position` even when gap frames covered everything).
     fn read_segment(
         &self,
         position: u64,
         max_count: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Entry>> {
+    ) -> Result<(Vec<Entry>, u64)> {
         const ATTEMPTS_MAX: usize = 4;
         let mut attempt = 0;
         loop {
@@ -1175,7 +1236,9 @@ impl Inner {
             let raced = generation != self.truncations.load(Ordering::SeqCst);
             match result {
                 Err(Error::Corrupt { .. }) if raced && attempt < ATTEMPTS_MAX => continue,
-                Ok(entries) if entries.is_empty() => return Err(self.not_found(position)),
+                Ok((entries, next)) if entries.is_empty() && next <= position => {
+                    return Err(self.not_found(position));
+                }
                 other => return other,
             }
         }
@@ -1186,7 +1249,7 @@ impl Inner {
         position: u64,
         max_count: usize,
         max_bytes: usize,
-    ) -> Result<Vec<Entry>> {
+    ) -> Result<(Vec<Entry>, u64)> {
         enum Holder {
             Sealed(Arc<Sealed>),
             Active(Arc<Active>),
@@ -1236,7 +1299,7 @@ fn read_sealed(
     position: u64,
     max_count: usize,
     max_bytes: usize,
-) -> Result<Vec<Entry>> {
+) -> Result<(Vec<Entry>, u64)> {
     let relative = position
         .checked_sub(sealed.first_position)
         .ok_or(Error::NotFound {
@@ -1266,9 +1329,14 @@ fn read_sealed(
         payload_bytes: 0,
     };
     let mut offset = start.offset as usize;
+    let decode = if sealed.compacted.is_some() {
+        frame::decode_compacted
+    } else {
+        frame::decode
+    };
     while !walk.done() && walk.position <= sealed.last_position {
         let rest = bytes.get(offset..).unwrap_or_default();
-        let frame = match frame::decode(rest) {
+        let frame = match decode(rest) {
             Decoded::Frame(frame) => frame,
             Decoded::Incomplete { .. } => {
                 return Err(Error::corrupt(
@@ -1289,7 +1357,7 @@ fn read_sealed(
         )?;
         offset += frame.len;
     }
-    Ok(walk.out)
+    Ok((walk.out, walk.position))
 }
 
 fn read_active(
@@ -1297,7 +1365,7 @@ fn read_active(
     position: u64,
     max_count: usize,
     max_bytes: usize,
-) -> Result<Vec<Entry>> {
+) -> Result<(Vec<Entry>, u64)> {
     let (len, last, start) = {
         let state = read(&active.state);
         let relative = position.saturating_sub(active.first_position);
@@ -1349,7 +1417,7 @@ fn read_active(
                 Decoded::Incomplete { needed } => {
                     if got < want {
                         // The file shrank under us: a truncation raced with this read.
-                        return Ok(walk.out);
+                        return Ok((walk.out, walk.position));
                     }
                     if offset + (at + needed) as u64 > len {
                         return Err(Error::corrupt(
@@ -1368,10 +1436,11 @@ fn read_active(
         }
         offset += at as u64;
     }
-    Ok(walk.out)
+    Ok((walk.out, walk.position))
 }
 
-/// Walks frames from an index entry to the target position, then collects entries.
+/// Walks frames from an index entry to the target position, then collects entries; a gap frame
+/// moves the walk past the positions it stands for.
 struct Walk<'a> {
     path: &'a Path,
     /// Position the next visited frame must carry.
@@ -1403,6 +1472,10 @@ impl Walk<'_> {
                 file_offset,
                 "position out of sequence",
             ));
+        }
+        if frame.is_gap() {
+            self.position = self.position.saturating_add(frame.gap);
+            return Ok(());
         }
         if frame.position >= self.target {
             let start = base + frame::HEADER_BYTES;

@@ -97,10 +97,52 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
     let mut sealed = VecDeque::new();
     let mut expected_first: Option<u64> = None;
     let mut active_at = firsts.len() - 1;
+    // The last position of the latest compacted segment: segments starting at or before it are
+    // what an interrupted compaction left behind (FORMAT.md §3.1).
+    let mut compacted_to = 0u64;
     for (i, &first) in firsts.iter().enumerate() {
-        let (file, path, len) = open_segment(dir, first, expected_first)?;
+        if first <= compacted_to {
+            let path = dir.join(&segment::file_name(first));
+            if i == active_at {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "the last segment starts inside a compacted segment",
+                ));
+            }
+            dir.remove(&index_name(first))?;
+            dir.remove(&segment::file_name(first))?;
+            dir.sync()?;
+            tracing::info!(segment = %path.display(), "removed a segment that a compaction had already rewritten");
+            report.removed_files.push(path);
+            continue;
+        }
+        let (file, path, len, header) = open_segment(dir, first, expected_first)?;
         if i == active_at {
+            if header.compacted.is_some() {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "the last segment is a compacted one; the segment after it is missing",
+                ));
+            }
             break;
+        }
+        if let Some(compacted) = header.compacted {
+            let segment = load_compacted(
+                dir,
+                &file,
+                &path,
+                first,
+                len,
+                compacted,
+                options,
+                &mut report,
+            )?;
+            compacted_to = compacted.last_position;
+            expected_first = Some(segment.last_position + 1);
+            sealed.push_back(Arc::new(segment));
+            continue;
         }
         if let Some(segment) = load_sealed(dir, &file, &path, first, len, &mut report)? {
             expected_first = Some(segment.last_position + 1);
@@ -117,6 +159,7 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
             Vec::new(),
             0,
             options,
+            frame::decode,
         )?;
         report.scanned_bytes += len.saturating_sub(segment::HEADER_BYTES as u64);
         let problem = match &scan.damage {
@@ -162,7 +205,7 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
     }
 
     let first = firsts.get(active_at).copied().unwrap_or(1);
-    let (file, path, len) = open_segment(dir, first, expected_first)?;
+    let (file, path, len, _) = open_segment(dir, first, expected_first)?;
     let io = recover_active(dir, options, file, path, first, len, &mut report)?;
     report.segments = sealed.len() + 1;
     report.first_position = sealed
@@ -177,7 +220,7 @@ fn open_segment(
     dir: &Dir,
     first: u64,
     expected_first: Option<u64>,
-) -> Result<(File, PathBuf, u64)> {
+) -> Result<(File, PathBuf, u64, segment::Header)> {
     let name = segment::file_name(first);
     let path = dir.join(&name);
     let file = dir.open(&name)?;
@@ -186,7 +229,7 @@ fn open_segment(
     let got = storage::read_at(&file, &path, &mut header, 0)?;
     let decoded = segment::decode_header(header.get(..got).unwrap_or_default())
         .map_err(|reason| Error::corrupt(&path, 0, reason))?;
-    if decoded != first {
+    if decoded.first_position != first {
         return Err(Error::corrupt(
             &path,
             0,
@@ -200,7 +243,7 @@ fn open_segment(
             "segment does not continue its predecessor",
         ));
     }
-    Ok((file, path, len))
+    Ok((file, path, len, decoded))
 }
 
 /// A sealed segment whose index file is valid and covers the whole file, or `None`.
@@ -226,7 +269,64 @@ fn load_sealed(
         last_position: summary.last_position,
         data,
         index,
+        compacted: None,
     }))
+}
+
+/// A compacted segment, with its index loaded or rebuilt. Any damage is an error in every
+/// recovery mode: a compacted segment is never the log's tail, so nothing may be cut from it.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "a private helper with the loop's state"
+)]
+fn load_compacted(
+    dir: &Dir,
+    file: &File,
+    path: &Path,
+    first: u64,
+    len: u64,
+    compacted: segment::Compacted,
+    options: &Options,
+    report: &mut RecoveryReport,
+) -> Result<Sealed> {
+    if let Some(mut segment) = load_sealed(dir, file, path, first, len, report)? {
+        if segment.last_position == compacted.last_position {
+            segment.compacted = Some(compacted);
+            return Ok(segment);
+        }
+        tracing::warn!(segment = %path.display(), "index of a compacted segment disagrees with its header; rebuilding it");
+    }
+    dir.remove(&index_name(first))?;
+    dir.sync()?;
+    let scan = scan(
+        file,
+        path,
+        len,
+        segment::HEADER_BYTES as u64,
+        first,
+        first,
+        Vec::new(),
+        0,
+        options,
+        frame::decode_compacted,
+    )?;
+    report.scanned_bytes += len.saturating_sub(segment::HEADER_BYTES as u64);
+    if let Some(damage) = &scan.damage {
+        return Err(Error::corrupt(path, damage.offset, damage.reason));
+    }
+    if scan.last_position != compacted.last_position || scan.records != compacted.records {
+        return Err(Error::corrupt(
+            path,
+            scan.end,
+            "compacted segment's frames disagree with its header (last position or record count)",
+        ));
+    }
+    let bytes = index::encode(&scan.summary(first), &scan.entries);
+    let index_file = dir.write_atomically(&index_name(first), &bytes)?;
+    report.rebuilt_indexes.push(dir.join(&index_name(first)));
+    let mut segment = map_sealed(dir, file, path, &index_file, first)?;
+    segment.compacted = Some(compacted);
+    Ok(segment)
 }
 
 /// Maps a sealed segment and the index file just written for it.
@@ -250,6 +350,7 @@ fn map_sealed(
         last_position,
         data,
         index,
+        compacted: None,
     })
 }
 
@@ -321,6 +422,7 @@ fn recover_active(
         entries,
         last_index_offset,
         options,
+        frame::decode,
     )?;
     report.scanned_bytes += len.saturating_sub(start);
     if let Some(damage) = &scan.damage {
@@ -427,6 +529,8 @@ struct Scan {
     /// Offset just after the last good frame.
     end: u64,
     last_position: u64,
+    /// Records seen (gap frames not counted).
+    records: u64,
     entries: Vec<IndexEntry>,
     last_index_offset: u64,
     damage: Option<Damage>,
@@ -450,7 +554,8 @@ impl Scan {
 }
 
 /// Scans frames from `start` (a frame boundary holding `next_position`) to `len`, checking CRCs
-/// and positions, and extends the sparse index.
+/// and positions, and extends the sparse index. `decode` says which frames are valid here
+/// ([`frame::decode_compacted`] lets gap frames through).
 #[allow(
     clippy::too_many_arguments,
     reason = "a private helper called from two places"
@@ -465,8 +570,10 @@ fn scan(
     mut entries: Vec<IndexEntry>,
     mut last_index_offset: u64,
     options: &Options,
+    decode: fn(&[u8]) -> Decoded<'_>,
 ) -> Result<Scan> {
     let mut offset = start;
+    let mut records = 0u64;
     let mut buffer = Vec::new();
     let mut damage: Option<(u64, &'static str)> = None;
     'windows: while offset < len {
@@ -477,7 +584,7 @@ fn scan(
         let mut at = 0usize;
         while at < buffer.len() {
             let here = offset + at as u64;
-            match frame::decode(buffer.get(at..).unwrap_or_default()) {
+            match decode(buffer.get(at..).unwrap_or_default()) {
                 Decoded::Frame(frame) if frame.position == next_position => {
                     if index::due(here, last_index_offset, options.index_interval_bytes) {
                         entries.push(IndexEntry {
@@ -486,7 +593,8 @@ fn scan(
                         });
                         last_index_offset = here;
                     }
-                    next_position += 1;
+                    next_position = next_position.saturating_add(frame.covers());
+                    records += u64::from(!frame.is_gap());
                     at += frame.len;
                 }
                 Decoded::Frame(_) => {
@@ -527,6 +635,7 @@ fn scan(
     Ok(Scan {
         end,
         last_position: next_position - 1,
+        records,
         entries,
         last_index_offset,
         damage,

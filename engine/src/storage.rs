@@ -90,8 +90,18 @@ impl Dir {
     /// Writes `bytes` to `name` atomically and durably: write a temporary file, fsync it, rename
     /// it over `name`, fsync the directory. Returns the new file opened for reading and writing.
     pub(crate) fn write_atomically(&self, name: &str, bytes: &[u8]) -> Result<File> {
-        let temp_name = format!("{name}{TEMP_SUFFIX}");
-        let temp = self.join(&temp_name);
+        let (file, temp) = self.create_temp(name)?;
+        write_at(&file, &temp, bytes, 0, &self.faults)?;
+        sync_data(&file, &temp, &self.faults)?;
+        self.rename_temp(name)?;
+        self.sync()?;
+        Ok(file)
+    }
+
+    /// Creates (or empties) `name` + [`TEMP_SUFFIX`] for reading and writing; it becomes `name`
+    /// with [`Dir::rename_temp`]. Recovery deletes temporary files left by a crash.
+    pub(crate) fn create_temp(&self, name: &str) -> Result<(File, PathBuf)> {
+        let temp = self.join(&format!("{name}{TEMP_SUFFIX}"));
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -99,12 +109,14 @@ impl Dir {
             .truncate(true)
             .open(&temp)
             .map_err(|e| Error::io("create", &temp, e))?;
-        write_at(&file, &temp, bytes, 0, &self.faults)?;
-        sync_data(&file, &temp, &self.faults)?;
+        Ok((file, temp))
+    }
+
+    /// Renames the temporary file of `name` over `name`. Call [`Dir::sync`] after.
+    pub(crate) fn rename_temp(&self, name: &str) -> Result<()> {
+        let temp = self.join(&format!("{name}{TEMP_SUFFIX}"));
         let target = self.join(name);
-        fs::rename(&temp, &target).map_err(|e| Error::io("rename", &target, e))?;
-        self.sync()?;
-        Ok(file)
+        fs::rename(&temp, &target).map_err(|e| Error::io("rename", &target, e))
     }
 
     /// Opens an existing file for reading and writing.

@@ -1,6 +1,7 @@
 //! A full check of a log that trusts nothing: every frame of every segment is decoded and
-//! CRC-checked in order, positions must be dense across segments, and every offset-index entry
-//! must point at a frame start carrying the position it claims. Reads only.
+//! CRC-checked in order, positions must be dense across segments (a compacted segment's gap
+//! frames stand for the positions it no longer holds), and every offset-index entry must point at
+//! a frame start carrying the position it claims. Reads only.
 
 use std::path::PathBuf;
 
@@ -20,6 +21,10 @@ pub struct SegmentInfo {
     pub first_position: u64,
     /// Its last position (`first_position - 1` when empty).
     pub last_position: u64,
+    /// Records it holds: every position of its range, except in a compacted segment.
+    pub records: u64,
+    /// Whether compaction wrote it (it may hold gap frames).
+    pub compacted: bool,
     /// Bytes of frames and header checked.
     pub bytes: u64,
     /// Offset-index entries checked.
@@ -50,6 +55,10 @@ impl Log {
                 path: s.path.clone(),
                 first_position: s.first_position,
                 last_position: s.last_position,
+                records: s
+                    .compacted
+                    .map_or(s.last_position + 1 - s.first_position, |c| c.records),
+                compacted: s.compacted.is_some(),
                 bytes: s.bytes().len() as u64,
                 index_entries: s.index.entries().count(),
                 sealed: true,
@@ -60,6 +69,8 @@ impl Log {
             path: view.active.path.clone(),
             first_position: view.active.first_position,
             last_position: state.last_position,
+            records: state.last_position + 1 - view.active.first_position,
+            compacted: false,
             bytes: state.len,
             index_entries: state.index.len(),
             sealed: false,
@@ -107,7 +118,7 @@ impl Log {
                     "index and frames disagree on the last position",
                 ));
             }
-            report.records += info.last_position + 1 - info.first_position;
+            report.records += info.records;
             report.bytes += info.bytes;
             report.segments.push(info);
             progress(report.bytes, total);
@@ -130,7 +141,14 @@ impl Log {
                 "the active segment ends before its last record",
             ));
         }
-        report.records += info.last_position + 1 - info.first_position;
+        if info.compacted {
+            return Err(Error::corrupt(
+                &active.path,
+                0,
+                "the active segment is a compacted one",
+            ));
+        }
+        report.records += info.records;
         report.bytes += info.bytes;
         report.segments.push(info);
         progress(report.bytes, total);
@@ -148,20 +166,27 @@ fn check_segment(
     sealed: bool,
 ) -> Result<SegmentInfo> {
     let header = segment::decode_header(bytes).map_err(|reason| Error::corrupt(path, 0, reason))?;
-    if header != first_position || first_position != *expected {
+    if header.first_position != first_position || first_position != *expected {
         return Err(Error::corrupt(
             path,
             0,
             "segment does not continue its predecessor",
         ));
     }
+    let decode = if header.compacted.is_some() {
+        frame::decode_compacted
+    } else {
+        frame::decode
+    };
     let mut offset = segment::HEADER_BYTES;
     let mut starts = Vec::new();
+    let mut records = 0u64;
     while offset < bytes.len() {
-        match frame::decode(bytes.get(offset..).unwrap_or_default()) {
+        match decode(bytes.get(offset..).unwrap_or_default()) {
             Decoded::Frame(f) if f.position == *expected => {
                 starts.push((offset as u32, f.position));
-                *expected += 1;
+                *expected = expected.saturating_add(f.covers());
+                records += u64::from(!f.is_gap());
                 offset += f.len;
             }
             Decoded::Frame(_) => {
@@ -198,10 +223,21 @@ fn check_segment(
             ));
         }
     }
+    if let Some(compacted) = header.compacted
+        && (compacted.last_position != *expected - 1 || compacted.records != records)
+    {
+        return Err(Error::corrupt(
+            path,
+            0,
+            "compacted segment's frames disagree with its header (last position or record count)",
+        ));
+    }
     Ok(SegmentInfo {
         path: path.to_path_buf(),
         first_position,
         last_position: *expected - 1,
+        records,
+        compacted: header.compacted.is_some(),
         bytes: bytes.len() as u64,
         index_entries: index.len(),
         sealed,

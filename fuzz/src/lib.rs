@@ -283,9 +283,14 @@ pub fn segment_header(data: &[u8]) -> Result<()> {
     if control & FIX_CRC != 0 {
         fix_header_crc(&mut bytes);
     }
-    if let Ok(first_position) = segment::decode_header(&bytes) {
+    if let Ok(header) = segment::decode_header(&bytes) {
+        let first_position = header.first_position;
+        let encoded = match header.compacted {
+            None => segment::encode_header(first_position),
+            Some(c) => segment::encode_compacted_header(first_position, c.last_position, c.records),
+        };
         ensure!(
-            bytes.get(..segment::HEADER_BYTES) == Some(&segment::encode_header(first_position)[..]),
+            bytes.get(..segment::HEADER_BYTES) == Some(&encoded[..]),
             "an accepted header does not re-encode to its bytes"
         );
         let name = segment::file_name(first_position);
@@ -878,9 +883,11 @@ pub fn segment_recover(data: &[u8]) -> Result<()> {
         let mut first = next_first;
         if !fix_headers
             && let Ok(named) = segment::decode_header(bytes)
-            && firsts.last().is_none_or(|previous| named > *previous)
+            && firsts
+                .last()
+                .is_none_or(|previous| named.first_position > *previous)
         {
-            first = named;
+            first = named.first_position;
         }
         if fix_headers {
             let header = segment::encode_header(first);

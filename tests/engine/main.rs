@@ -11,6 +11,7 @@
 //! - `replica`: the store driven by a replication layer (apply in order, rejected no-ops, snapshots).
 
 mod common;
+mod compaction;
 mod concurrency;
 mod kill;
 mod log_basics;
