@@ -20,6 +20,7 @@ use base64::Engine as _;
 use tokio::sync::Notify;
 
 use crate::checkpoint::{self, ReplicaCheckpoint, TaskView};
+use crate::compact::CompactReport;
 use crate::config::Options;
 use crate::entry::{NewRecord, Position};
 use crate::error::{Error, Result};
@@ -107,6 +108,9 @@ pub struct RetentionReport {
     pub segments_removed: usize,
     /// First position the log still holds.
     pub first_position: Position,
+    /// The compaction that ran because at least half of the records it could reach belonged to
+    /// deleted tasks; `None` when there was not that much to reclaim.
+    pub compaction: Option<CompactReport>,
 }
 
 /// A task's latest state, as kept in memory.
@@ -1106,14 +1110,64 @@ impl TaskStore {
             }
         }
         // The next open must not need records the purge removes: checkpoint first.
-        self.checkpoint()?;
+        let covered = self.checkpoint()?.get();
         let before = self.log.segment_count();
         let keep_from = lock(&self.table).tasks.first_live_position();
         let purge_to = keep_from.unwrap_or(self.log.next_position().get());
         self.log.purge_before(Position::new(purge_to))?;
         report.segments_removed = before.saturating_sub(self.log.segment_count());
+        let horizon = covered + 1;
+        let live = self.live_positions(horizon);
+        let garbage = self
+            .log
+            .records_before(horizon)
+            .saturating_sub(live.len() as u64);
+        if garbage > 0 && garbage >= live.len() as u64 {
+            report.compaction = Some(
+                self.log
+                    .compact(horizon, &|p| live.binary_search(&p).is_ok())?,
+            );
+        }
         report.first_position = self.log.bounds().0;
         Ok(report)
+    }
+
+    /// Reclaims the space of deleted tasks now: writes a checkpoint, then has the log rewrite its
+    /// sealed segments without their records ([`Log::compact`]). [`TaskStore::apply_retention`]
+    /// does the same on its own once deleted tasks hold at least half of the records it could
+    /// reach. Reads, writes and subscriptions go on meanwhile; a subscription still replaying a
+    /// task deleted before the pass may meet [`Error::Compacted`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidArgument`] on a replicated store (its log is the replication layer's);
+    /// checkpoint and log errors.
+    pub fn compact(&self) -> Result<CompactReport> {
+        if self.replica {
+            return Err(Error::InvalidArgument(
+                "a replicated store's log is compacted by its replication layer".into(),
+            ));
+        }
+        let horizon = self.checkpoint()?.get() + 1;
+        let live = self.live_positions(horizon);
+        self.log
+            .compact(horizon, &|p| live.binary_search(&p).is_ok())
+    }
+
+    /// The positions, sorted, of the live tasks' records before `horizon`. A checkpoint covering
+    /// `horizon - 1` must exist: then a reopen needs no record outside this set before `horizon`
+    /// (a task deleted after the checkpoint is replayed from it up to its deletion, which lies
+    /// after the horizon, without reading its earlier records).
+    fn live_positions(&self, horizon: u64) -> Vec<u64> {
+        let table = lock(&self.table);
+        let mut live: Vec<u64> = table
+            .tasks
+            .iter()
+            .flat_map(|(_, meta)| meta.batches.as_slice().iter().map(|(p, _)| *p))
+            .filter(|p| *p < horizon)
+            .collect();
+        drop(table);
+        live.sort_unstable();
+        live
     }
 
     /// Follows a task: first its events from `from_version` on (1: all of them), then each new

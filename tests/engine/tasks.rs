@@ -10,7 +10,7 @@ use tasklog_engine::event::Event;
 use tasklog_engine::model::{Artifact, Message, Part, Role, TaskState, TaskStatus};
 use tasklog_engine::{Error, ListQuery, NewTask, Options, TaskStore};
 
-use crate::common::check_listing;
+use crate::common::{check_listing, small_segments};
 
 fn message(id: &str, role: Role) -> Message {
     Message {
@@ -490,9 +490,12 @@ fn paging_by_context_under_concurrent_inserts_repeats_and_skips_nothing() {
 /// Operations of the task model test.
 #[derive(Debug, Clone)]
 enum TaskOp {
-    /// Create a task in context `ctx-{context % 3}`, or (for 3) a context of its own.
+    /// Create a task in context `ctx-{context % 3}`, or (for 3) a context of its own; with
+    /// `reuse`, under the id of a task created before (taken if it is live, free again once it
+    /// was deleted).
     Create {
         context: u8,
+        reuse: Option<u8>,
     },
     Move {
         task: u8,
@@ -506,6 +509,15 @@ enum TaskOp {
     Cancel {
         task: u8,
     },
+    /// Delete a task (only a terminal one may be).
+    Delete {
+        task: u8,
+    },
+    /// Reclaim the records of deleted tasks.
+    Compact,
+    /// Reopen without the checkpoint: the table is rebuilt from a log that compaction may have
+    /// left with remains of deleted tasks.
+    Rebuild,
     Reopen,
     Crash,
     Checkpoint,
@@ -513,10 +525,13 @@ enum TaskOp {
 
 fn task_op() -> impl Strategy<Value = TaskOp> {
     prop_oneof![
-        3 => (0u8..4).prop_map(|context| TaskOp::Create { context }),
+        3 => (0u8..4, prop::option::weighted(0.2, any::<u8>())).prop_map(|(context, reuse)| TaskOp::Create { context, reuse }),
         5 => (any::<u8>(), 0u8..9, any::<bool>(), prop::bool::weighted(0.2)).prop_map(|(task, state, versioned, stale)| TaskOp::Move { task, state, versioned, stale }),
         2 => any::<u8>().prop_map(|task| TaskOp::Message { task }),
         1 => any::<u8>().prop_map(|task| TaskOp::Cancel { task }),
+        2 => any::<u8>().prop_map(|task| TaskOp::Delete { task }),
+        1 => Just(TaskOp::Compact),
+        1 => Just(TaskOp::Rebuild),
         1 => Just(TaskOp::Reopen),
         1 => Just(TaskOp::Crash),
         1 => Just(TaskOp::Checkpoint),
@@ -547,10 +562,16 @@ fn listed_model(
 }
 
 /// The model: per task, its state and version, and its context; `list` with every filter is
-/// checked against it after each reopen, crash and checkpoint and at the end.
+/// checked against it after each reopen, crash, checkpoint and compaction and at the end.
+/// Segments are small and messages large, so that segments seal and compaction has work.
 fn run_task_model(ops: Vec<TaskOp>) {
     let dir = tempfile::tempdir().unwrap();
-    let mut store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    let options = small_segments();
+    let mut store = TaskStore::open(dir.path(), options.clone()).unwrap();
+    let large = |id: &str| Message {
+        parts: vec![Part::text("y".repeat(16 * 1024))],
+        ..message(id, Role::User)
+    };
     let mut model: BTreeMap<String, (TaskState, u64)> = BTreeMap::new();
     let mut contexts: BTreeMap<String, String> = BTreeMap::new();
     let mut ids: Vec<String> = Vec::new();
@@ -561,17 +582,28 @@ fn run_task_model(ops: Vec<TaskOp>) {
     };
     for op in ops {
         match op {
-            TaskOp::Create { context } => {
-                let written = store
-                    .create(NewTask {
-                        context_id: (context < 3).then(|| format!("ctx-{context}")),
-                        ..NewTask::submitted(None)
-                    })
-                    .unwrap();
-                let context_id = store.summary(&written.task_id).unwrap().context_id;
-                model.insert(written.task_id.clone(), (TaskState::Submitted, 1));
-                contexts.insert(written.task_id.clone(), context_id.to_string());
-                ids.push(written.task_id);
+            TaskOp::Create { context, reuse } => {
+                let task_id = reuse.map(|i| pick(&ids, i)).filter(|id| id != "none");
+                let result = store.create(NewTask {
+                    task_id: task_id.clone(),
+                    context_id: (context < 3).then(|| format!("ctx-{context}")),
+                    ..NewTask::submitted(Some(large("first")))
+                });
+                match (task_id, result) {
+                    (Some(id), Err(Error::TaskExists { .. })) => {
+                        assert!(model.contains_key(&id), "{id} exists only in the store");
+                    }
+                    (reused, Ok(written)) => {
+                        assert!(reused.is_none_or(|id| !model.contains_key(&id)));
+                        let context_id = store.summary(&written.task_id).unwrap().context_id;
+                        model.insert(written.task_id.clone(), (TaskState::Submitted, 1));
+                        contexts.insert(written.task_id.clone(), context_id.to_string());
+                        if !ids.contains(&written.task_id) {
+                            ids.push(written.task_id);
+                        }
+                    }
+                    (id, other) => panic!("create {id:?}: {other:?}"),
+                }
             }
             TaskOp::Move {
                 task,
@@ -618,8 +650,7 @@ fn run_task_model(ops: Vec<TaskOp>) {
             }
             TaskOp::Message { task } => {
                 let id = pick(&ids, task);
-                let result =
-                    store.append(&id, None, vec![Event::Message(message("m", Role::User))]);
+                let result = store.append(&id, None, vec![Event::Message(large("m"))]);
                 match (model.get_mut(&id), result) {
                     (Some((state, version)), Ok(_)) if !state.is_terminal() => *version += 1,
                     (Some((state, _)), Err(Error::TaskTerminal { .. })) if state.is_terminal() => {}
@@ -639,16 +670,40 @@ fn run_task_model(ops: Vec<TaskOp>) {
                     (entry, result) => panic!("cancel: model {entry:?}, store {result:?}"),
                 }
             }
+            TaskOp::Delete { task } => {
+                let id = pick(&ids, task);
+                match (model.get(&id), store.delete(&id)) {
+                    (Some((state, _)), Ok(_)) if state.is_terminal() => {
+                        model.remove(&id);
+                    }
+                    (Some((state, _)), Err(Error::InvalidEvent { .. })) if !state.is_terminal() => {
+                    }
+                    (None, Err(Error::TaskNotFound { .. })) => {}
+                    (entry, result) => panic!("delete: model {entry:?}, store {result:?}"),
+                }
+            }
+            TaskOp::Compact => {
+                store.compact().unwrap();
+                check_listing(&store, &listed_model(&model, &contexts));
+            }
+            TaskOp::Rebuild => {
+                store.close().unwrap();
+                std::fs::remove_file(dir.path().join(tasklog_engine::checkpoint::FILE_NAME))
+                    .unwrap();
+                store = TaskStore::open(dir.path(), options.clone()).unwrap();
+                assert_eq!(store.open_report().checkpoint_position, None);
+                check_listing(&store, &listed_model(&model, &contexts));
+            }
             TaskOp::Reopen => {
                 store.close().unwrap();
-                store = TaskStore::open(dir.path(), Options::default()).unwrap();
+                store = TaskStore::open(dir.path(), options.clone()).unwrap();
                 check_listing(&store, &listed_model(&model, &contexts));
             }
             TaskOp::Crash => {
                 // Every write was acknowledged durable (SyncPolicy::Always), so a crash loses none,
                 // whatever the checkpoint covers.
                 store.crash();
-                store = TaskStore::open(dir.path(), Options::default()).unwrap();
+                store = TaskStore::open(dir.path(), options.clone()).unwrap();
                 check_listing(&store, &listed_model(&model, &contexts));
             }
             TaskOp::Checkpoint => {
@@ -710,7 +765,7 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: std::env::var("TASKLOG_PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(16), ..ProptestConfig::default() })]
 
     #[test]
-    fn task_store_matches_model(ops in prop::collection::vec(task_op(), 1..60)) {
+    fn task_store_matches_model(ops in prop::collection::vec(task_op(), 1..80)) {
         run_task_model(ops);
     }
 }
@@ -799,6 +854,98 @@ fn retention_deletes_old_terminal_tasks_and_reclaims_whole_segments() {
         })
         .unwrap();
     assert_eq!(listed.total_size, 50);
+}
+
+/// A long-lived task written first pins the log's first segment, so purging whole segments frees
+/// nothing; compaction must reclaim the deleted tasks' space around it, and the store must reopen
+/// the same with or without its checkpoint.
+#[test]
+fn retention_compacts_around_a_long_lived_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        segment_bytes_max: 64 * 1024,
+        ..Options::default()
+    };
+    let disk_bytes =
+        |store: &TaskStore| -> u64 { store.log().segments().iter().map(|s| s.bytes).sum() };
+    let store = TaskStore::open(dir.path(), options.clone()).unwrap();
+    let big = |text: &str| Message {
+        parts: vec![Part::text(text.repeat(1000))],
+        ..message("first", Role::User)
+    };
+    let pinned = store
+        .create(NewTask::submitted(Some(big("p"))))
+        .unwrap()
+        .task_id;
+    let mut survivors = Vec::new();
+    for i in 0..600 {
+        let id = store
+            .create(NewTask::submitted(Some(big("x"))))
+            .unwrap()
+            .task_id;
+        if i % 50 == 0 {
+            survivors.push(id);
+        } else {
+            store
+                .append(&id, None, vec![status(TaskState::Completed)])
+                .unwrap();
+        }
+        if i % 100 == 0 {
+            store
+                .append(&pinned, None, vec![Event::Message(big("q"))])
+                .unwrap();
+        }
+    }
+    let before = disk_bytes(&store);
+    let report = store
+        .apply_retention(
+            &tasklog_engine::Retention {
+                terminal_ttl_ms: Some(0),
+                ..Default::default()
+            },
+            tasklog_engine::model::Timestamp(i64::MAX / 2),
+        )
+        .unwrap();
+    assert_eq!(report.deleted.len(), 588);
+    assert_eq!(
+        report.segments_removed, 0,
+        "the pinned task holds the first segment"
+    );
+    let compaction = report
+        .compaction
+        .expect("most records belong to deleted tasks");
+    assert!(compaction.records_removed >= 2 * 588, "{compaction:?}");
+    let after = disk_bytes(&store);
+    assert!(after * 5 < before, "{before} -> {after} bytes");
+    let expect = |store: &TaskStore| {
+        assert_eq!(store.len(), 13);
+        let task = store.get(&pinned, None).unwrap();
+        assert_eq!(task.history.len(), 7);
+        assert_eq!(task.history[6].parts[0], Part::text("q".repeat(1000)));
+        for id in &survivors {
+            assert_eq!(
+                store.get(id, None).unwrap().status.state,
+                TaskState::Submitted
+            );
+        }
+        store.check_indexes().unwrap();
+        store.log().verify(&mut |_, _| {}).unwrap();
+    };
+    expect(&store);
+    // A second pass has nothing left to reclaim.
+    assert_eq!(store.compact().unwrap().records_removed, 0);
+    store.close().unwrap();
+    let store = TaskStore::open(dir.path(), options.clone()).unwrap();
+    expect(&store);
+    store.close().unwrap();
+    std::fs::remove_file(dir.path().join(tasklog_engine::checkpoint::FILE_NAME)).unwrap();
+    let store = TaskStore::open(dir.path(), options).unwrap();
+    assert_eq!(store.open_report().checkpoint_position, None);
+    expect(&store);
+    // The pinned task goes on after all of it.
+    store
+        .append(&pinned, None, vec![status(TaskState::Completed)])
+        .unwrap();
 }
 
 #[test]
