@@ -315,7 +315,12 @@ impl TaskStore {
         let mut replayed = 0u64;
         let mut next = replay_from;
         while next <= last.get() {
-            for entry in log.read_range(Position::new(next), 4096, 64 * 1024 * 1024)? {
+            let entries = log.read_range(Position::new(next), 4096, 64 * 1024 * 1024)?;
+            if entries.is_empty() {
+                // Compaction removed every record from `next` to the end.
+                break;
+            }
+            for entry in entries {
                 next = entry.position().get() + 1;
                 replayed += 1;
                 if entry.kind() != TASK_BATCH_KIND {

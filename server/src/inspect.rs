@@ -67,11 +67,16 @@ pub fn inspect(dir: &Path) -> anyhow::Result<String> {
             .unwrap_or_default();
         writeln!(
             out,
-            "  {name}  positions {}..={}  {} bytes  {}, {} index entries",
+            "  {name}  positions {}..={}  {} records  {} bytes  {}, {} index entries",
             segment.first_position,
             segment.last_position,
+            segment.records,
             segment.bytes,
-            if segment.sealed { "sealed" } else { "active" },
+            match (segment.sealed, segment.compacted) {
+                (_, true) => "compacted",
+                (true, false) => "sealed",
+                (false, false) => "active",
+            },
             segment.index_entries
         )?;
     }
@@ -124,7 +129,12 @@ pub fn verify(dir: &Path, show_progress: bool) -> anyhow::Result<String> {
     let mut batches = 0u64;
     let mut position = first.get();
     while position <= last.get() {
-        for entry in log.read_range(Position::new(position), 4096, 64 * 1024 * 1024)? {
+        let entries = log.read_range(Position::new(position), 4096, 64 * 1024 * 1024)?;
+        if entries.is_empty() {
+            // Compaction removed every record from `position` to the end.
+            break;
+        }
+        for entry in entries {
             position = entry.position().get() + 1;
             bar.inc(entry.payload().len() as u64);
             if entry.kind() == TASK_BATCH_KIND {
@@ -163,6 +173,50 @@ mod tests {
         let text = verify(dir.path(), false).unwrap();
         assert!(
             text.starts_with("ok: 3 records (3 task event batches)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn inspect_and_verify_read_a_compacted_store() {
+        use tasklog_engine::event::Event;
+        use tasklog_engine::model::{Message, Part, Role, TaskState, TaskStatus};
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options {
+            segment_bytes_max: 64 * 1024,
+            ..Options::default()
+        };
+        let store = TaskStore::open(dir.path(), options).unwrap();
+        let mut kept = 0;
+        for i in 0..200 {
+            let message = Message {
+                parts: vec![Part::text("z".repeat(2000))],
+                ..Message::text("m", Role::User, "")
+            };
+            let id = store
+                .create(NewTask::submitted(Some(message)))
+                .unwrap()
+                .task_id;
+            if i % 4 == 0 {
+                kept += 1;
+                continue;
+            }
+            let done = Event::Status(TaskStatus::new(TaskState::Completed));
+            store.append(&id, None, vec![done]).unwrap();
+            store.delete(&id).unwrap();
+        }
+        let compaction = store.compact().unwrap();
+        assert!(compaction.records_removed > 0, "{compaction:?}");
+        store.close().unwrap();
+        let text = inspect(dir.path()).unwrap();
+        assert!(text.contains("compacted, "), "{text}");
+        assert!(text.contains(&format!("tasks           {kept}")), "{text}");
+        let text = verify(dir.path(), false).unwrap();
+        let records = 200 + 2 * 150 - compaction.records_removed;
+        assert!(
+            text.starts_with(&format!(
+                "ok: {records} records ({records} task event batches)"
+            )),
             "{text}"
         );
     }
