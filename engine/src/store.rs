@@ -806,7 +806,9 @@ impl TaskStore {
         }
         check_id("task id", &task_id)?;
         let mut table = lock(&self.table);
-        while table.busy.contains(&task_id) {
+        // A checkpoint waits for the writes in flight; new ones wait for it, or a steady stream
+        // of writers would keep it waiting for ever.
+        while table.checkpointing || table.busy.contains(&task_id) {
             table = self
                 .idle
                 .wait(table)

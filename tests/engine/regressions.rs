@@ -15,6 +15,9 @@
 //!     trusted: a task listed twice was listed twice, a batch position of another task made `get`
 //!     return that task, a version past the task's last record made a subscription deliver the
 //!     same empty batch forever.
+//! 13. (compaction bench, 2026-11-21) a checkpoint under a steady stream of writers waited for a
+//!     moment with no write in flight, which four writers never left: 31 s for one checkpoint.
+//!     Writers now wait while a checkpoint copies the table, as its documentation said.
 
 use std::fs;
 use std::sync::Arc;
@@ -308,4 +311,52 @@ fn t12_a_checkpoint_that_does_not_match_the_log_is_ignored_or_read_as_an_error()
         end,
         Err(Error::InvalidPayload { position: 3, .. })
     ));
+}
+
+/// Twenty checkpoints while four threads write to their own tasks without pause: each must finish
+/// (the bound is a liveness watchdog, 60 s for all twenty, not a speed target; the bug took 31 s
+/// for one).
+#[test]
+fn t13_checkpoints_finish_under_a_steady_stream_of_writers() {
+    use tasklog_engine::event::Event;
+    use tasklog_engine::model::{Message, Role};
+    use tasklog_engine::{NewTask, TaskStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TaskStore::open(dir.path(), Options::default()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let writers: Vec<_> = (0..4)
+        .map(|_| {
+            let (store, stop) = (store.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let id = store.create(NewTask::submitted(None)).unwrap().task_id;
+                let mut writes = 0u64;
+                while !stop.load(Ordering::Relaxed) && writes < 200_000 {
+                    let note = Message::text("n", Role::Agent, "progress");
+                    store.append(&id, None, vec![Event::Message(note)]).unwrap();
+                    writes += 1;
+                }
+                writes
+            })
+        })
+        .collect();
+    let (done, finished) = std::sync::mpsc::channel();
+    {
+        let store = store.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            for _ in 0..20 {
+                store.checkpoint().unwrap();
+            }
+            let _ = done.send(());
+        });
+    }
+    let outcome = finished.recv_timeout(std::time::Duration::from_secs(60));
+    stop.store(true, Ordering::Relaxed);
+    let writes: u64 = writers.into_iter().map(|w| w.join().unwrap()).sum();
+    assert!(
+        outcome.is_ok(),
+        "20 checkpoints did not finish in 60 s beside {writes} writes"
+    );
+    assert!(writes > 0);
 }
