@@ -118,18 +118,21 @@ impl Log {
         Ok(report)
     }
 
-    /// Records held by the sealed segments that end before `horizon` (a compacted segment counts
-    /// the records it still holds). Cheap: no segment is read.
-    pub fn records_before(&self, horizon: u64) -> u64 {
-        read(&self.inner().view)
-            .sealed
-            .iter()
-            .take_while(|s| s.last_position < horizon)
+    /// What [`Log::compact`] with this `horizon` could reach: the records held by the sealed
+    /// segments that end before `horizon` (a compacted segment counts the records it still
+    /// holds), and the last position they cover (0 if none). Cheap: no segment is read.
+    pub fn compactable(&self, horizon: u64) -> (u64, u64) {
+        let view = read(&self.inner().view);
+        let reachable = view.sealed.iter().take_while(|s| s.last_position < horizon);
+        let records = reachable
+            .clone()
             .map(|s| {
                 s.compacted
                     .map_or(s.last_position + 1 - s.first_position, |c| c.records)
             })
-            .sum()
+            .sum();
+        let end = reachable.last().map_or(0, |s| s.last_position);
+        (records, end)
     }
 }
 

@@ -1125,11 +1125,11 @@ impl TaskStore {
         report.segments_removed = before.saturating_sub(self.log.segment_count());
         let horizon = covered + 1;
         let live = self.live_positions(horizon);
-        let garbage = self
-            .log
-            .records_before(horizon)
-            .saturating_sub(live.len() as u64);
-        if garbage > 0 && garbage >= live.len() as u64 {
+        // Only records in segments a pass can reach count, live ones included.
+        let (reachable, end) = self.log.compactable(horizon);
+        let live_reachable = live.partition_point(|p| *p <= end) as u64;
+        let garbage = reachable.saturating_sub(live_reachable);
+        if garbage > 0 && garbage >= live_reachable {
             report.compaction = Some(
                 self.log
                     .compact(horizon, &|p| live.binary_search(&p).is_ok())?,
