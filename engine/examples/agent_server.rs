@@ -9,22 +9,9 @@
 use std::sync::Arc;
 
 use tasklog_engine::event::Event;
-use tasklog_engine::model::{Artifact, Message, Part, Role, TaskState, TaskStatus};
+use tasklog_engine::model::{Artifact, Message, Part, Role, TaskState, TaskStatus, Timestamp};
 use tasklog_engine::subscribe::block_on;
-use tasklog_engine::{ListQuery, NewTask, Options, Position, TaskStore};
-
-fn text_message(id: &str, role: Role, text: &str) -> Message {
-    Message {
-        message_id: id.into(),
-        context_id: None,
-        task_id: None,
-        role,
-        parts: vec![Part::text(text)],
-        metadata: None,
-        extensions: vec![],
-        reference_task_ids: vec![],
-    }
-}
+use tasklog_engine::{ListQuery, NewTask, Options, Position, Retention, TaskStore};
 
 fn chunk(text: &str, append: bool, last_chunk: bool) -> Event {
     Event::Artifact {
@@ -64,7 +51,7 @@ fn worker(store: Arc<TaskStore>, from: Position, tasks: usize) -> tasklog_engine
             )?;
             let answer = TaskStatus {
                 state: TaskState::Completed,
-                message: Some(text_message(&format!("{id}-done"), Role::Agent, "done")),
+                message: Some(Message::text(&format!("{id}-done"), Role::Agent, "done")),
                 timestamp: None,
             };
             store.append(
@@ -97,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     for n in 1..=3 {
-        let message = text_message(&format!("question-{n}"), Role::User, "say hello");
+        let message = Message::text(&format!("question-{n}"), Role::User, "say hello");
         let task = store.create(NewTask::submitted(Some(message)))?;
         let mut subscription = store.subscribe(&task.task_id, 1)?;
         while let Some(delivery) = block_on(subscription.next())? {
@@ -134,6 +121,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         ..ListQuery::default()
     })?;
     println!("{} completed task(s) in the store", completed.total_size);
+    // Retention: keep the five newest finished tasks. Older ones are deleted (as events, which a
+    // replicated log would carry), and their records are compacted away once they are most of the
+    // log (`TaskStore::compact` does it at once).
+    let retention = Retention {
+        terminal_count_max: Some(5),
+        ..Retention::default()
+    };
+    let report = store.apply_retention(&retention, Timestamp::now())?;
+    println!(
+        "retention deleted {} task(s){}",
+        report.deleted.len(),
+        report.compaction.map_or_else(String::new, |c| format!(
+            ", compaction removed {} record(s)",
+            c.records_removed
+        ))
+    );
     Arc::try_unwrap(store)
         .map_err(|_| "store still shared")?
         .close()?;

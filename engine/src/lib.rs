@@ -5,13 +5,16 @@
 //! - [`TaskStore`]: A2A tasks ([`model`]) written as event batches ([`event`]): create with
 //!   insert-if-absent, append with an expected version (optimistic concurrency), the terminal-state
 //!   guard, `get` folded from the log, `list` with filters and a stable cursor, retention by TTL and
-//!   count; [`subscribe`](TaskStore::subscribe) and [`tail`](TaskStore::tail) replay from a version
-//!   or position and then follow durable writes ([`subscribe`]).
+//!   count with compaction of the deleted tasks' records ([`TaskStore::apply_retention`],
+//!   [`TaskStore::compact`]); [`subscribe`](TaskStore::subscribe) and [`tail`](TaskStore::tail)
+//!   replay from a version or position and then follow durable writes ([`subscribe`]).
 //! - [`Log`] underneath: an append-only sequence of CRC32-framed records in segment files,
 //!   group-committed (concurrent appenders share one write and one `fdatasync`), read by position
 //!   with payloads aligned for in-place rkyv access ([`record`]), truncatable at the end (Raft
-//!   conflicts), purgeable at the front, and recovered on open (torn tails cut, corruption reported
-//!   by file and offset). Every byte is described in `engine/FORMAT.md`.
+//!   conflicts), purgeable at the front, compactable ([`Log::compact`]: sealed segments rewritten
+//!   without the records a caller no longer needs, positions kept), and recovered on open (torn
+//!   tails cut, corruption reported by file and offset). Every byte is described in
+//!   `engine/FORMAT.md`.
 //!
 //! The engine has no async runtime: subscriptions are runtime-agnostic futures
 //! ([`subscribe::block_on`] runs one without an executor).

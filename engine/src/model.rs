@@ -135,6 +135,14 @@ pub enum Role {
 pub struct Timestamp(pub i64);
 
 impl Timestamp {
+    /// The wall clock now, in milliseconds since the epoch (0 before it).
+    pub fn now() -> Self {
+        let millis = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        Timestamp(millis)
+    }
+
     /// Formats as RFC 3339 (`2026-11-21T16:20:00.123Z`).
     pub fn to_rfc3339(self) -> String {
         let nanos = i128::from(self.0) * 1_000_000;

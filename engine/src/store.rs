@@ -1270,9 +1270,7 @@ impl TaskStore {
 
     /// Wall-clock milliseconds, never below the last value handed out.
     fn now(&self) -> i64 {
-        let wall = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+        let wall = Timestamp::now().0;
         let previous = self.clock_ms.fetch_max(wall, Ordering::SeqCst);
         wall.max(previous)
     }
