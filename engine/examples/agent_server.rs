@@ -51,7 +51,7 @@ fn worker(store: Arc<TaskStore>, from: Position, tasks: usize) -> tasklog_engine
             )?;
             let answer = TaskStatus {
                 state: TaskState::Completed,
-                message: Some(Message::text(&format!("{id}-done"), Role::Agent, "done")),
+                message: Some(Message::text(format!("{id}-done"), Role::Agent, "done")),
                 timestamp: None,
             };
             store.append(
@@ -84,7 +84,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     for n in 1..=3 {
-        let message = Message::text(&format!("question-{n}"), Role::User, "say hello");
+        let message = Message::text(format!("question-{n}"), Role::User, "say hello");
         let task = store.create(NewTask::submitted(Some(message)))?;
         let mut subscription = store.subscribe(&task.task_id, 1)?;
         while let Some(delivery) = block_on(subscription.next())? {
