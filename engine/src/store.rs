@@ -190,11 +190,17 @@ pub struct TaskStore {
     idle: Condvar,
     /// The last timestamp handed out, so timestamps never go backwards.
     clock_ms: AtomicI64,
-    /// Woken after every write, for tails.
+    /// Woken when the visible position moves, for tails.
     tail_notify: Arc<Notify>,
+    /// Embedded: the acknowledged position the tails were last woken for (see
+    /// [`TaskStore::notify_tails`]).
+    tail_notified: AtomicU64,
     /// The last [`RECENT_BATCHES_MAX`] records, by position, for subscribers and tails: the batch,
     /// or `None` for a record that is not one (rejected, or the replication layer's own).
     recent: Mutex<VecDeque<(u64, Option<Arc<EventBatch>>)>>,
+    /// Records tails have read back from the log (tests check that live ones never are).
+    #[cfg(feature = "testing")]
+    tail_log_reads: AtomicU64,
     open_report: OpenReport,
     closed: bool,
 }
@@ -424,7 +430,10 @@ impl TaskStore {
             idle: Condvar::new(),
             clock_ms: AtomicI64::new(0),
             tail_notify: Arc::new(Notify::new()),
+            tail_notified: AtomicU64::new(0),
             recent: Mutex::new(VecDeque::new()),
+            #[cfg(feature = "testing")]
+            tail_log_reads: AtomicU64::new(0),
             open_report,
             closed: false,
         }
@@ -803,12 +812,21 @@ impl TaskStore {
                 .wait(table)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let batch = self.build(&table, task_id, expected_version, events)?;
+        let batch = Arc::new(self.build(&table, task_id, expected_version, events)?);
         table.busy.insert(batch.task_id.clone());
         drop(table);
 
-        let appended = encode_batch(&batch)
-            .and_then(|bytes| self.log.append(&[NewRecord::new(TASK_BATCH_KIND, &bytes)]));
+        // The batch is remembered as its position is handed out, before it can be acknowledged:
+        // a tail that sees the position committed finds it in memory, never in the file.
+        let appended = encode_batch(&batch).and_then(|bytes| {
+            self.log.append_announced(
+                &[NewRecord::new(TASK_BATCH_KIND, &bytes)],
+                &mut |appended| self.remember(appended.first.get(), Some(batch.clone())),
+            )
+        });
+        if appended.is_ok() {
+            self.notify_tails();
+        }
 
         let mut table = lock(&self.table);
         table.busy.remove(&batch.task_id);
@@ -824,12 +842,8 @@ impl TaskStore {
         });
         drop(table);
         self.idle.notify_all();
-        if let Ok(written) = &result {
-            self.remember(written.position.get(), Some(Arc::new(batch)));
-            if let Some(watchers) = watchers {
-                watchers.notify_waiters();
-            }
-            self.tail_notify.notify_waiters();
+        if let Some(watchers) = watchers {
+            watchers.notify_waiters();
         }
         result
     }
@@ -1012,16 +1026,34 @@ impl TaskStore {
         }
     }
 
+    /// Wakes the tails once per acknowledged position, not once per write: the writers of one
+    /// group commit return together, and the first of them wakes the tails for all.
+    ///
+    /// No tail misses a wakeup: a tail registers, then reads the acknowledged position `c`. Once
+    /// the log acknowledges more, some writer covered by that acknowledgement reads a larger
+    /// position after its append returns (every embedded record is a writer's), so either its
+    /// `fetch_max` raises `tail_notified` and it wakes the tails, or an earlier `fetch_max`
+    /// already raised it past `c`, by a writer that read the acknowledged position after the
+    /// tail read `c` and wakes the tails after that read, so after the tail registered.
+    fn notify_tails(&self) {
+        let acknowledged = self.log.acknowledged_position().get();
+        if self.tail_notified.fetch_max(acknowledged, Ordering::SeqCst) < acknowledged {
+            self.tail_notify.notify_waiters();
+        }
+    }
+
     /// Whether the batch at `position` was rejected (a no-op).
     pub(crate) fn is_rejected(&self, position: u64) -> bool {
         lock(&self.table).rejected.contains(&position)
     }
 
     /// Keeps a just-written batch for subscribers and tails, so that each of them does not read
-    /// and decode it from the log again. Bounded; kept in position order.
+    /// and decode it from the log again. Bounded; kept in position order. Embedded writes call it
+    /// as the log hands out their position (under the log's appenders' lock, which is why it
+    /// takes no other lock than `recent`), replicas as they apply.
     fn remember(&self, position: u64, batch: Option<Arc<EventBatch>>) {
         let mut recent = lock(&self.recent);
-        // Concurrent writers finish in any order, but close to position order: search from the back.
+        // Positions arrive in order or close to it: search from the back.
         let at = recent
             .iter()
             .rposition(|(p, _)| *p < position)
@@ -1060,6 +1092,18 @@ impl TaskStore {
         let recent = lock(&self.recent);
         let at = recent.binary_search_by_key(&position, |(p, _)| *p).ok()?;
         recent.get(at).and_then(|(_, batch)| batch.clone())
+    }
+
+    /// Counts a record a tail read back from the log (see [`TaskStore::tail_log_reads`]).
+    pub(crate) fn count_tail_log_read(&self) {
+        #[cfg(feature = "testing")]
+        self.tail_log_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records tails have read from the log rather than from memory, since open; for tests.
+    #[cfg(feature = "testing")]
+    pub fn tail_log_reads(&self) -> u64 {
+        self.tail_log_reads.load(Ordering::Relaxed)
     }
 
     /// Whether the record at `position` is remembered (as a batch or not).
