@@ -11,7 +11,7 @@
 //! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
 //! let a large store open without a replay are the next step; see the README.)
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -27,12 +27,10 @@ use crate::event::{Event, EventBatch, TASK_BATCH_KIND};
 use crate::limits;
 use crate::log::{Log, lock};
 use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
+use crate::recent::Recent;
 use crate::record;
 use crate::state::{ListFilter, OrderKey, TaskTable, check_listed_batch, fold};
 use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription};
-
-/// Recent batches kept in memory for subscribers and tails (a few MiB at most).
-const RECENT_BATCHES_MAX: usize = 4096;
 
 /// A new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -195,9 +193,8 @@ pub struct TaskStore {
     /// Embedded: the acknowledged position the tails were last woken for (see
     /// [`TaskStore::notify_tails`]).
     tail_notified: AtomicU64,
-    /// The last [`RECENT_BATCHES_MAX`] records, by position, for subscribers and tails: the batch,
-    /// or `None` for a record that is not one (rejected, or the replication layer's own).
-    recent: Mutex<VecDeque<(u64, Option<Arc<EventBatch>>)>>,
+    /// The most recent records, by position, for subscribers and tails.
+    recent: Recent,
     /// Records tails have read back from the log (tests check that live ones never are).
     #[cfg(feature = "testing")]
     tail_log_reads: AtomicU64,
@@ -431,7 +428,7 @@ impl TaskStore {
             clock_ms: AtomicI64::new(0),
             tail_notify: Arc::new(Notify::new()),
             tail_notified: AtomicU64::new(0),
-            recent: Mutex::new(VecDeque::new()),
+            recent: Recent::new(),
             #[cfg(feature = "testing")]
             tail_log_reads: AtomicU64::new(0),
             open_report,
@@ -1008,7 +1005,7 @@ impl TaskStore {
         table.replica = applied.clone();
         let watchers: Vec<Arc<Notify>> = table.watchers.values().cloned().collect();
         drop(table);
-        lock(&self.recent).clear();
+        self.recent.clear();
         self.applied.store(applied.position.get(), Ordering::SeqCst);
         for notify in watchers {
             notify.notify_waiters();
@@ -1048,20 +1045,11 @@ impl TaskStore {
     }
 
     /// Keeps a just-written batch for subscribers and tails, so that each of them does not read
-    /// and decode it from the log again. Bounded; kept in position order. Embedded writes call it
-    /// as the log hands out their position (under the log's appenders' lock, which is why it
-    /// takes no other lock than `recent`), replicas as they apply.
+    /// and decode it from the log again. Embedded writes call it as the log hands out their
+    /// position (under the log's appenders' lock, which is why it takes only one slot's lock,
+    /// held for a pointer copy), replicas as they apply.
     fn remember(&self, position: u64, batch: Option<Arc<EventBatch>>) {
-        let mut recent = lock(&self.recent);
-        // Positions arrive in order or close to it: search from the back.
-        let at = recent
-            .iter()
-            .rposition(|(p, _)| *p < position)
-            .map_or(0, |i| i + 1);
-        recent.insert(at, (position, batch));
-        while recent.len() > RECENT_BATCHES_MAX {
-            recent.pop_front();
-        }
+        self.recent.insert(position, batch);
     }
 
     /// The remembered records at consecutive positions `from`, `from + 1`, … up to `to`, at most
@@ -1073,25 +1061,12 @@ impl TaskStore {
         to: u64,
         max: usize,
     ) -> Vec<(Position, Option<Arc<EventBatch>>)> {
-        let recent = lock(&self.recent);
-        let Ok(start) = recent.binary_search_by_key(&from, |(p, _)| *p) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (expected, (position, batch)) in (from..=to).zip(recent.range(start..)) {
-            if *position != expected || out.len() >= max {
-                break;
-            }
-            out.push((Position::new(*position), batch.clone()));
-        }
-        out
+        self.recent.run(from, to, max)
     }
 
     /// A recently written batch, if it is still remembered.
     pub(crate) fn recent_batch(&self, position: u64) -> Option<Arc<EventBatch>> {
-        let recent = lock(&self.recent);
-        let at = recent.binary_search_by_key(&position, |(p, _)| *p).ok()?;
-        recent.get(at).and_then(|(_, batch)| batch.clone())
+        self.recent.get(position).flatten()
     }
 
     /// Counts a record a tail read back from the log (see [`TaskStore::tail_log_reads`]).
@@ -1108,9 +1083,7 @@ impl TaskStore {
 
     /// Whether the record at `position` is remembered (as a batch or not).
     pub(crate) fn remembers(&self, position: u64) -> bool {
-        lock(&self.recent)
-            .binary_search_by_key(&position, |(p, _)| *p)
-            .is_ok()
+        self.recent.get(position).is_some()
     }
 
     /// Deletes a terminal task: a `Deleted` event, so a replicated log carries the same decision.
