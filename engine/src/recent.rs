@@ -47,13 +47,21 @@ impl Recent {
         &self.slots[(position % self.slots.len() as u64) as usize]
     }
 
-    /// Keeps the record at `position` (replacing whatever held its slot).
-    pub(crate) fn insert(&self, position: u64, batch: Option<Arc<EventBatch>>) {
+    /// Keeps the record at `position` (replacing whatever held its slot) and returns the batch
+    /// it displaced, for the caller to drop where freeing it holds up no one.
+    #[must_use = "dropping the displaced batch frees it"]
+    pub(crate) fn insert(
+        &self,
+        position: u64,
+        batch: Option<Arc<EventBatch>>,
+    ) -> Option<Arc<EventBatch>> {
         let mut slot = lock(self.slot(position));
         // Never step back: a slot only moves on to later positions.
-        if slot.position <= position {
-            *slot = Slot { position, batch };
+        if slot.position > position {
+            return batch;
         }
+        slot.position = position;
+        std::mem::replace(&mut slot.batch, batch)
     }
 
     /// `None` if `position` is not remembered; else its batch, `None` for a record that is no
@@ -108,14 +116,15 @@ mod tests {
         let recent = Recent::new();
         let max = RECENT_BATCHES_MAX as u64;
         assert!(recent.get(0).is_none(), "position 0 is never remembered");
-        recent.insert(5, batch("a"));
-        recent.insert(6, None);
+        assert!(recent.insert(5, batch("a")).is_none());
+        assert!(recent.insert(6, None).is_none());
         assert_eq!(recent.get(5).flatten().unwrap().task_id, "a");
         assert!(matches!(recent.get(6), Some(None)));
         assert!(recent.get(5 + max).is_none());
         // A later position takes the slot; an earlier one never takes it back.
-        recent.insert(5 + max, batch("b"));
-        recent.insert(5, batch("c"));
+        let displaced = recent.insert(5 + max, batch("b"));
+        assert_eq!(displaced.unwrap().task_id, "a");
+        assert_eq!(recent.insert(5, batch("c")).unwrap().task_id, "c");
         assert!(recent.get(5).is_none());
         assert_eq!(recent.get(5 + max).flatten().unwrap().task_id, "b");
     }
@@ -124,7 +133,7 @@ mod tests {
     fn a_run_stops_at_the_first_position_not_remembered() {
         let recent = Recent::new();
         for position in [10, 11, 12, 14] {
-            recent.insert(position, batch("t"));
+            drop(recent.insert(position, batch("t")));
         }
         let positions = |run: Vec<(Position, Option<Arc<EventBatch>>)>| {
             run.iter().map(|(p, _)| p.get()).collect::<Vec<_>>()

@@ -814,13 +814,18 @@ impl TaskStore {
         drop(table);
 
         // The batch is remembered as its position is handed out, before it can be acknowledged:
-        // a tail that sees the position committed finds it in memory, never in the file.
+        // a tail that sees the position committed finds it in memory, never in the file. The
+        // batch it displaces is freed after the append, not under the log's queue lock.
+        let mut displaced = None;
         let appended = encode_batch(&batch).and_then(|bytes| {
             self.log.append_announced(
                 &[NewRecord::new(TASK_BATCH_KIND, &bytes)],
-                &mut |appended| self.remember(appended.first.get(), Some(batch.clone())),
+                &mut |appended| {
+                    displaced = self.remember(appended.first.get(), Some(batch.clone()));
+                },
             )
         });
+        drop(displaced);
         if appended.is_ok() {
             self.notify_tails();
         }
@@ -882,7 +887,7 @@ impl TaskStore {
                     position,
                 };
                 drop(table);
-                self.remember(position.get(), Some(Arc::new(batch)));
+                drop(self.remember(position.get(), Some(Arc::new(batch))));
                 if let Some(watchers) = watchers {
                     watchers.notify_waiters();
                 }
@@ -891,7 +896,7 @@ impl TaskStore {
             Err(error) => {
                 table.rejected.insert(position.get());
                 drop(table);
-                self.remember(position.get(), None);
+                drop(self.remember(position.get(), None));
                 Err(error)
             }
         };
@@ -916,7 +921,7 @@ impl TaskStore {
             table.replica.state = state;
         }
         drop(table);
-        self.remember(position.get(), None);
+        drop(self.remember(position.get(), None));
         self.applied.store(position.get(), Ordering::SeqCst);
         self.tail_notify.notify_waiters();
         Ok(())
@@ -1048,8 +1053,9 @@ impl TaskStore {
     /// and decode it from the log again. Embedded writes call it as the log hands out their
     /// position (under the log's appenders' lock, which is why it takes only one slot's lock,
     /// held for a pointer copy), replicas as they apply.
-    fn remember(&self, position: u64, batch: Option<Arc<EventBatch>>) {
-        self.recent.insert(position, batch);
+    /// Returns the batch it displaced from memory, to be dropped outside any lock.
+    fn remember(&self, position: u64, batch: Option<Arc<EventBatch>>) -> Option<Arc<EventBatch>> {
+        self.recent.insert(position, batch)
     }
 
     /// The remembered records at consecutive positions `from`, `from + 1`, … up to `to`, at most
