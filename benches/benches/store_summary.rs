@@ -811,15 +811,18 @@ impl Stamps {
         }
     }
 
-    /// Latencies in µs of the receipts: (from the append's return, 0 if received before it;
-    /// from the append's call); and how many were received before the return. Receipts of
-    /// positions never stamped are skipped.
-    fn latencies(&self, receipts: &[(Position, u64)]) -> (Vec<u32>, Vec<u32>, u64) {
+    /// Latencies in µs of every position received: (from the append's return, 0 if received
+    /// before it; from the append's call); and how many were received before the return.
+    /// Positions never stamped are skipped.
+    fn latencies(&self, receipts: &[Receipt]) -> (Vec<u32>, Vec<u32>, u64) {
         let us = |ns: u64| u32::try_from(ns / 1_000).unwrap_or(u32::MAX);
         let mut from_return = Vec::with_capacity(receipts.len());
         let mut from_call = Vec::with_capacity(receipts.len());
         let mut early = 0;
-        for &(position, received) in receipts {
+        let positions = receipts.iter().flat_map(|receipt| {
+            (receipt.first..=receipt.last).map(|position| (Position::new(position), receipt.at_ns))
+        });
+        for (position, received) in positions {
             let Some(i) = self.index(position) else {
                 continue;
             };
@@ -952,14 +955,48 @@ fn paced_writes(
     })
 }
 
+/// Consecutive log positions received at one moment.
+#[derive(Clone, Copy)]
+struct Receipt {
+    first: u64,
+    last: u64,
+    /// When, in ns since the stamps' epoch.
+    at_ns: u64,
+}
+
 /// What one subscriber or tail received.
 #[derive(Default)]
 struct Followed {
     events: u64,
     /// Deliveries out of order, duplicated or with a gap, and read errors.
     errors: u64,
-    /// (position, ns since the stamps' epoch) of every record received.
-    receipts: Vec<(Position, u64)>,
+    /// Every record received, consecutive positions received together as one receipt. Sized up
+    /// front by the caller: grown by doubling, the 100 tails' lists used to be copied all at once
+    /// (they grow in step), and those copies and their page faults held up the runtime's workers
+    /// for tens of milliseconds, which the run then reported as delivery latency.
+    receipts: Vec<Receipt>,
+}
+
+impl Followed {
+    fn with_capacity(receipts: usize) -> Self {
+        Followed {
+            receipts: Vec::with_capacity(receipts),
+            ..Followed::default()
+        }
+    }
+
+    /// Notes `position` as received at `at_ns`, extending the last receipt if it can.
+    fn receive(&mut self, position: Position, at_ns: u64) {
+        let position = position.get();
+        match self.receipts.last_mut() {
+            Some(last) if last.at_ns == at_ns && last.last + 1 == position => last.last = position,
+            _ => self.receipts.push(Receipt {
+                first: position,
+                last: position,
+                at_ns,
+            }),
+        }
+    }
 }
 
 async fn follow_task(
@@ -967,8 +1004,9 @@ async fn follow_task(
     mut stop: watch::Receiver<bool>,
     stamps: Arc<Stamps>,
     delivered: Arc<AtomicU64>,
+    receipts_max: usize,
 ) -> Followed {
-    let mut out = Followed::default();
+    let mut out = Followed::with_capacity(receipts_max);
     let mut expected = subscription.next_version();
     loop {
         tokio::select! {
@@ -983,7 +1021,7 @@ async fn follow_task(
                     let count = delivery.events.len() as u64;
                     expected = delivery.first_version + count;
                     out.events += count;
-                    out.receipts.push((delivery.position, now));
+                    out.receive(delivery.position, now);
                     delivered.fetch_add(count, Ordering::Relaxed);
                 }
                 Ok(None) => break,
@@ -1002,8 +1040,9 @@ async fn follow_tail(
     mut stop: watch::Receiver<bool>,
     stamps: Arc<Stamps>,
     delivered: Arc<AtomicU64>,
+    receipts_max: usize,
 ) -> Followed {
-    let mut out = Followed::default();
+    let mut out = Followed::with_capacity(receipts_max);
     let mut expected = tail.next_position().get();
     loop {
         tokio::select! {
@@ -1019,7 +1058,7 @@ async fn follow_tail(
                         }
                         expected = position.get() + 1;
                         count += batch.events.len() as u64;
-                        out.receipts.push((position, now));
+                        out.receive(position, now);
                     }
                     out.events += count;
                     delivered.fetch_add(count, Ordering::Relaxed);
@@ -1078,6 +1117,9 @@ fn subscribers(dir: &Path, cfg: &Config) -> Result<Vec<Row>> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut versions_before = Vec::with_capacity(ids.len());
     let mut task_handles = Vec::with_capacity(ids.len());
+    // Receipts each follower may need: a task's share of the writes (with room for an uneven
+    // share), a tail's one per record at most.
+    let task_receipts_max = capacity / ids.len().max(1) * 2 + 16;
     for id in &ids {
         let version = store.version(id).context("a created task")?;
         versions_before.push(version);
@@ -1087,6 +1129,7 @@ fn subscribers(dir: &Path, cfg: &Config) -> Result<Vec<Row>> {
             stop_rx.clone(),
             stamps.clone(),
             delivered.clone(),
+            task_receipts_max,
         )));
     }
     let tail_handles: Vec<_> = (0..cfg.tails)
@@ -1097,6 +1140,7 @@ fn subscribers(dir: &Path, cfg: &Config) -> Result<Vec<Row>> {
                 stop_rx.clone(),
                 stamps.clone(),
                 delivered.clone(),
+                capacity,
             ))
         })
         .collect();

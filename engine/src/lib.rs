@@ -86,6 +86,7 @@ pub mod limits;
 mod log;
 pub mod model;
 mod order;
+mod recent;
 pub mod record;
 mod recovery;
 pub mod segment;

@@ -313,7 +313,21 @@ impl Log {
     /// [`Error::TooLarge`] or [`Error::InvalidArgument`] for a bad batch (nothing is appended),
     /// [`Error::Poisoned`] after a failed write or sync, [`Error::Closed`].
     pub fn append(&self, records: &[NewRecord<'_>]) -> Result<Appended> {
-        self.inner.append(None, records)
+        self.inner.append(None, records, &mut |_| {})
+    }
+
+    /// Like [`Log::append`], and calls `assigned` with the records' positions as soon as they are
+    /// handed out, under the appenders' lock, so before any reader can see them acknowledged
+    /// (the task store keeps the batch in memory there for subscribers, so that none of them
+    /// reads a just-acknowledged record back from the file). `assigned` must be short and must
+    /// not call into the log. It is not called when the append is refused before positions are
+    /// handed out; when the write or sync then fails, the positions are never acknowledged.
+    pub(crate) fn append_announced(
+        &self,
+        records: &[NewRecord<'_>],
+        assigned: &mut dyn FnMut(Appended),
+    ) -> Result<Appended> {
+        self.inner.append(None, records, assigned)
     }
 
     /// Like [`Log::append`], but only if the first record would get position `first`; Raft uses it
@@ -322,7 +336,7 @@ impl Log {
     /// # Errors
     /// [`Error::PositionMismatch`] when `first` is not the next position, else as [`Log::append`].
     pub fn append_at(&self, first: Position, records: &[NewRecord<'_>]) -> Result<Appended> {
-        self.inner.append(Some(first.get()), records)
+        self.inner.append(Some(first.get()), records, &mut |_| {})
     }
 
     /// Forces everything written so far to stable storage (needed only with
@@ -608,7 +622,12 @@ enum Changed {
 }
 
 impl Inner {
-    fn append(&self, at: Option<u64>, records: &[NewRecord<'_>]) -> Result<Appended> {
+    fn append(
+        &self,
+        at: Option<u64>,
+        records: &[NewRecord<'_>],
+        assigned: &mut dyn FnMut(Appended),
+    ) -> Result<Appended> {
         if records.is_empty() {
             return Err(Error::InvalidArgument(
                 "an append needs at least one record".into(),
@@ -632,7 +651,7 @@ impl Inner {
             }
             batch_bytes += frame::frame_len(record.payload.len());
         }
-        self.append_queued(at, records, batch_bytes)
+        self.append_queued(at, records, batch_bytes, assigned)
     }
 
     fn append_queued(
@@ -640,6 +659,7 @@ impl Inner {
         at: Option<u64>,
         records: &[NewRecord<'_>],
         batch_bytes: usize,
+        assigned: &mut dyn FnMut(Appended),
     ) -> Result<Appended> {
         let mut state = lock(&self.write);
         loop {
@@ -676,6 +696,7 @@ impl Inner {
             first: Position::new(first),
             last: Position::new(last),
         };
+        assigned(done);
         let me = thread::current();
         loop {
             if state.acknowledged(self.options.sync) >= last {

@@ -11,7 +11,7 @@
 //! Open replays the whole log into the in-memory table. (Checkpointed, memory-mapped indexes that
 //! let a large store open without a replay are the next step; see the README.)
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
@@ -28,12 +28,10 @@ use crate::event::{Event, EventBatch, TASK_BATCH_KIND};
 use crate::limits;
 use crate::log::{Log, lock};
 use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
+use crate::recent::Recent;
 use crate::record;
 use crate::state::{ListFilter, OrderKey, TaskTable, check_listed_batch, fold};
 use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription};
-
-/// Recent batches kept in memory for subscribers and tails (a few MiB at most).
-const RECENT_BATCHES_MAX: usize = 4096;
 
 /// A new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,11 +192,16 @@ pub struct TaskStore {
     idle: Condvar,
     /// The last timestamp handed out, so timestamps never go backwards.
     clock_ms: AtomicI64,
-    /// Woken after every write, for tails.
+    /// Woken when the visible position moves, for tails.
     tail_notify: Arc<Notify>,
-    /// The last [`RECENT_BATCHES_MAX`] records, by position, for subscribers and tails: the batch,
-    /// or `None` for a record that is not one (rejected, or the replication layer's own).
-    recent: Mutex<VecDeque<(u64, Option<Arc<EventBatch>>)>>,
+    /// Embedded: the acknowledged position the tails were last woken for (see
+    /// [`TaskStore::notify_tails`]).
+    tail_notified: AtomicU64,
+    /// The most recent records, by position, for subscribers and tails.
+    recent: Recent,
+    /// Records tails have read back from the log (tests check that live ones never are).
+    #[cfg(feature = "testing")]
+    tail_log_reads: AtomicU64,
     open_report: OpenReport,
     closed: bool,
 }
@@ -433,7 +436,10 @@ impl TaskStore {
             idle: Condvar::new(),
             clock_ms: AtomicI64::new(0),
             tail_notify: Arc::new(Notify::new()),
-            recent: Mutex::new(VecDeque::new()),
+            tail_notified: AtomicU64::new(0),
+            recent: Recent::new(),
+            #[cfg(feature = "testing")]
+            tail_log_reads: AtomicU64::new(0),
             open_report,
             closed: false,
         }
@@ -814,12 +820,26 @@ impl TaskStore {
                 .wait(table)
                 .unwrap_or_else(PoisonError::into_inner);
         }
-        let batch = self.build(&table, task_id, expected_version, events)?;
+        let batch = Arc::new(self.build(&table, task_id, expected_version, events)?);
         table.busy.insert(batch.task_id.clone());
         drop(table);
 
-        let appended = encode_batch(&batch)
-            .and_then(|bytes| self.log.append(&[NewRecord::new(TASK_BATCH_KIND, &bytes)]));
+        // The batch is remembered as its position is handed out, before it can be acknowledged:
+        // a tail that sees the position committed finds it in memory, never in the file. The
+        // batch it displaces is freed after the append, not under the log's queue lock.
+        let mut displaced = None;
+        let appended = encode_batch(&batch).and_then(|bytes| {
+            self.log.append_announced(
+                &[NewRecord::new(TASK_BATCH_KIND, &bytes)],
+                &mut |appended| {
+                    displaced = self.remember(appended.first.get(), Some(batch.clone()));
+                },
+            )
+        });
+        drop(displaced);
+        if appended.is_ok() {
+            self.notify_tails();
+        }
 
         let mut table = lock(&self.table);
         table.busy.remove(&batch.task_id);
@@ -835,12 +855,8 @@ impl TaskStore {
         });
         drop(table);
         self.idle.notify_all();
-        if let Ok(written) = &result {
-            self.remember(written.position.get(), Some(Arc::new(batch)));
-            if let Some(watchers) = watchers {
-                watchers.notify_waiters();
-            }
-            self.tail_notify.notify_waiters();
+        if let Some(watchers) = watchers {
+            watchers.notify_waiters();
         }
         result
     }
@@ -882,7 +898,7 @@ impl TaskStore {
                     position,
                 };
                 drop(table);
-                self.remember(position.get(), Some(Arc::new(batch)));
+                drop(self.remember(position.get(), Some(Arc::new(batch))));
                 if let Some(watchers) = watchers {
                     watchers.notify_waiters();
                 }
@@ -891,7 +907,7 @@ impl TaskStore {
             Err(error) => {
                 table.rejected.insert(position.get());
                 drop(table);
-                self.remember(position.get(), None);
+                drop(self.remember(position.get(), None));
                 Err(error)
             }
         };
@@ -916,7 +932,7 @@ impl TaskStore {
             table.replica.state = state;
         }
         drop(table);
-        self.remember(position.get(), None);
+        drop(self.remember(position.get(), None));
         self.applied.store(position.get(), Ordering::SeqCst);
         self.tail_notify.notify_waiters();
         Ok(())
@@ -1005,7 +1021,7 @@ impl TaskStore {
         table.replica = applied.clone();
         let watchers: Vec<Arc<Notify>> = table.watchers.values().cloned().collect();
         drop(table);
-        lock(&self.recent).clear();
+        self.recent.clear();
         self.applied.store(applied.position.get(), Ordering::SeqCst);
         for notify in watchers {
             notify.notify_waiters();
@@ -1023,24 +1039,34 @@ impl TaskStore {
         }
     }
 
+    /// Wakes the tails once per acknowledged position, not once per write: the writers of one
+    /// group commit return together, and the first of them wakes the tails for all.
+    ///
+    /// No tail misses a wakeup: a tail registers, then reads the acknowledged position `c`. Once
+    /// the log acknowledges more, some writer covered by that acknowledgement reads a larger
+    /// position after its append returns (every embedded record is a writer's), so either its
+    /// `fetch_max` raises `tail_notified` and it wakes the tails, or an earlier `fetch_max`
+    /// already raised it past `c`, by a writer that read the acknowledged position after the
+    /// tail read `c` and wakes the tails after that read, so after the tail registered.
+    fn notify_tails(&self) {
+        let acknowledged = self.log.acknowledged_position().get();
+        if self.tail_notified.fetch_max(acknowledged, Ordering::SeqCst) < acknowledged {
+            self.tail_notify.notify_waiters();
+        }
+    }
+
     /// Whether the batch at `position` was rejected (a no-op).
     pub(crate) fn is_rejected(&self, position: u64) -> bool {
         lock(&self.table).rejected.contains(&position)
     }
 
     /// Keeps a just-written batch for subscribers and tails, so that each of them does not read
-    /// and decode it from the log again. Bounded; kept in position order.
-    fn remember(&self, position: u64, batch: Option<Arc<EventBatch>>) {
-        let mut recent = lock(&self.recent);
-        // Concurrent writers finish in any order, but close to position order: search from the back.
-        let at = recent
-            .iter()
-            .rposition(|(p, _)| *p < position)
-            .map_or(0, |i| i + 1);
-        recent.insert(at, (position, batch));
-        while recent.len() > RECENT_BATCHES_MAX {
-            recent.pop_front();
-        }
+    /// and decode it from the log again. Embedded writes call it as the log hands out their
+    /// position (under the log's appenders' lock, which is why it takes only one slot's lock,
+    /// held for a pointer copy), replicas as they apply.
+    /// Returns the batch it displaced from memory, to be dropped outside any lock.
+    fn remember(&self, position: u64, batch: Option<Arc<EventBatch>>) -> Option<Arc<EventBatch>> {
+        self.recent.insert(position, batch)
     }
 
     /// The remembered records at consecutive positions `from`, `from + 1`, … up to `to`, at most
@@ -1052,32 +1078,29 @@ impl TaskStore {
         to: u64,
         max: usize,
     ) -> Vec<(Position, Option<Arc<EventBatch>>)> {
-        let recent = lock(&self.recent);
-        let Ok(start) = recent.binary_search_by_key(&from, |(p, _)| *p) else {
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (expected, (position, batch)) in (from..=to).zip(recent.range(start..)) {
-            if *position != expected || out.len() >= max {
-                break;
-            }
-            out.push((Position::new(*position), batch.clone()));
-        }
-        out
+        self.recent.run(from, to, max)
     }
 
     /// A recently written batch, if it is still remembered.
     pub(crate) fn recent_batch(&self, position: u64) -> Option<Arc<EventBatch>> {
-        let recent = lock(&self.recent);
-        let at = recent.binary_search_by_key(&position, |(p, _)| *p).ok()?;
-        recent.get(at).and_then(|(_, batch)| batch.clone())
+        self.recent.get(position).flatten()
+    }
+
+    /// Counts a record a tail read back from the log (see [`TaskStore::tail_log_reads`]).
+    pub(crate) fn count_tail_log_read(&self) {
+        #[cfg(feature = "testing")]
+        self.tail_log_reads.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records tails have read from the log rather than from memory, since open; for tests.
+    #[cfg(feature = "testing")]
+    pub fn tail_log_reads(&self) -> u64 {
+        self.tail_log_reads.load(Ordering::Relaxed)
     }
 
     /// Whether the record at `position` is remembered (as a batch or not).
     pub(crate) fn remembers(&self, position: u64) -> bool {
-        lock(&self.recent)
-            .binary_search_by_key(&position, |(p, _)| *p)
-            .is_ok()
+        self.recent.get(position).is_some()
     }
 
     /// Deletes a terminal task: a `Deleted` event, so a replicated log carries the same decision.

@@ -5,8 +5,10 @@
 //! reader holds no memory for anyone, never slows a writer, and cannot miss or duplicate an event:
 //! it simply reads further back in the log. Writers only wake the subscribers of the task they
 //! wrote to (one `tokio::sync::Notify` per watched task, dropped with its last subscriber), and
-//! tails through one store-wide `Notify`. Every subscriber reads the same log, so all see the same
-//! order.
+//! tails through one store-wide `Notify`, once per acknowledged position rather than once per
+//! write. A write is in the store's memory of recent batches before its position can be
+//! acknowledged, so a tail that keeps up never reads the log. Every subscriber reads the same
+//! log, so all see the same order.
 //!
 //! The futures are runtime-agnostic (`tokio::sync` needs no runtime); [`block_on`] drives one on
 //! the calling thread for code without an executor.
@@ -232,6 +234,7 @@ impl Tail {
                     break;
                 }
                 read_any = true;
+                self.store.count_tail_log_read();
                 self.next = entry.position().get() + 1;
                 if entry.kind() == TASK_BATCH_KIND
                     && !self.store.is_rejected(entry.position().get())
