@@ -49,6 +49,10 @@ pub struct CompactReport {
     pub bytes_after: u64,
 }
 
+/// Inserted before [`storage::TEMP_SUFFIX`] in the names of an output's temporary files
+/// (`NAME.seg.compacting.tmp`, `NAME.idx.compacting.tmp`); recovery deletes them like any `.tmp`.
+const COMPACTING_INFIX: &str = ".compacting";
+
 /// Buffered bytes of an output before they are written to its file.
 const WRITE_CHUNK_BYTES: usize = 1024 * 1024;
 
@@ -298,7 +302,10 @@ fn write_output(
     let first = first_input.segment.first_position;
     let last = last_input.segment.last_position;
     let name = segment::file_name(first);
-    let (file, temp_path) = inner.dir.create_temp(&name)?;
+    // Temporaries of their own: a truncation or close running meanwhile writes `name` and its
+    // index through `NAME.tmp` (`Dir::write_atomically`), and must not empty or take over ours.
+    let temp_name = format!("{name}{COMPACTING_INFIX}");
+    let (file, temp_path) = inner.dir.create_temp(&temp_name)?;
     let mut out = Output {
         file,
         path: temp_path,
@@ -378,7 +385,8 @@ fn write_output(
         entry_count: out.entries.len() as u32,
     };
     let index_file_name = index_name(first);
-    let (index_file, index_temp) = inner.dir.create_temp(&index_file_name)?;
+    let index_temp_name = format!("{index_file_name}{COMPACTING_INFIX}");
+    let (index_file, index_temp) = inner.dir.create_temp(&index_temp_name)?;
     storage::write_at(
         &index_file,
         &index_temp,
@@ -412,17 +420,17 @@ fn write_output(
     let Some(at) = inputs_in_view(inner, group) else {
         inner
             .dir
-            .remove(&format!("{name}{}", storage::TEMP_SUFFIX))?;
+            .remove(&format!("{temp_name}{}", storage::TEMP_SUFFIX))?;
         inner
             .dir
-            .remove(&format!("{index_file_name}{}", storage::TEMP_SUFFIX))?;
+            .remove(&format!("{index_temp_name}{}", storage::TEMP_SUFFIX))?;
         return Ok(None);
     };
     // The old index must not outlive the bytes it describes (recovery would pair it with the
     // new segment), so it goes, durably, before the commit. Readers keep its mapping.
     inner.dir.remove(&index_file_name)?;
     inner.dir.sync()?;
-    inner.dir.rename_temp(&name)?;
+    inner.dir.rename_temp_as(&temp_name, &name)?;
     // Committed: from here on the files and the view must agree, or the log stops.
     {
         let mut view = write(&inner.view);
@@ -430,7 +438,7 @@ fn write_output(
         view.sealed.insert(at, compacted);
     }
     let finish = || -> Result<()> {
-        inner.dir.rename_temp(&index_file_name)?;
+        inner.dir.rename_temp_as(&index_temp_name, &index_file_name)?;
         inner.dir.sync()?;
         for input in group.iter().skip(1) {
             let first_position = input.segment.first_position;

@@ -114,7 +114,13 @@ impl Dir {
 
     /// Renames the temporary file of `name` over `name`. Call [`Dir::sync`] after.
     pub(crate) fn rename_temp(&self, name: &str) -> Result<()> {
-        let temp = self.join(&format!("{name}{TEMP_SUFFIX}"));
+        self.rename_temp_as(name, name)
+    }
+
+    /// Renames the temporary file of `temp_name` (made by [`Dir::create_temp`]) over `name`.
+    /// Call [`Dir::sync`] after.
+    pub(crate) fn rename_temp_as(&self, temp_name: &str, name: &str) -> Result<()> {
+        let temp = self.join(&format!("{temp_name}{TEMP_SUFFIX}"));
         let target = self.join(name);
         fs::rename(&temp, &target).map_err(|e| Error::io("rename", &target, e))
     }

@@ -254,3 +254,54 @@ fn options_sized_segments_are_respected_by_merges() {
     }
     check(&log, &written, &most, horizon);
 }
+
+/// Positions `live` is asked about while planning a pass over every sealed segment: one call per
+/// record they hold.
+fn planned_calls(log: &Log) -> u64 {
+    let segments = log.segments();
+    segments[..segments.len() - 1]
+        .iter()
+        .map(|s| s.records)
+        .sum()
+}
+
+/// A truncation into the first input of an output while that output is being written: the pass
+/// must stop without touching the truncated segment (it used the same temporary file name as the
+/// truncation's rewrite, so it went on writing its output into the new active segment).
+#[test]
+fn a_truncation_during_a_pass_keeps_the_truncated_segment_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(Log::open(dir.path(), small_segments()).unwrap());
+    let written = write(&log, 700);
+    assert!(log.segments().len() >= 3);
+    let planned = planned_calls(&log);
+    let keep = 50;
+    let calls = std::sync::atomic::AtomicU64::new(0);
+    let live = |position: u64| {
+        // The first call after planning comes from the rewrite, its temporary file open.
+        if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == planned {
+            let log = log.clone();
+            std::thread::spawn(move || log.truncate_after(Position::new(keep)))
+                .join()
+                .unwrap()
+                .unwrap();
+        }
+        one_in_five(position)
+    };
+    let report = log.compact(log.next_position().get(), &live).unwrap();
+    assert!(calls.load(std::sync::atomic::Ordering::SeqCst) > planned);
+    assert_eq!(report.segments_written, 0, "{report:?}");
+    assert_eq!(log.bounds().1.get(), keep);
+    let more = write(&log, 100);
+    let expected: Vec<(u64, Vec<u8>)> = written
+        .range(..=keep)
+        .chain(more.iter())
+        .map(|(p, b)| (*p, b.clone()))
+        .collect();
+    assert_eq!(scan(&log), expected);
+    let log = std::sync::Arc::into_inner(log).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(scan(&log), expected);
+    log.verify(&mut |_, _| {}).unwrap();
+}
