@@ -188,6 +188,10 @@ pub struct TaskStore {
     /// Replica: the last applied position, for tails (lock-free).
     applied: AtomicU64,
     table: Mutex<Table>,
+    /// Held from a checkpoint's copy of the table to its file's rename, so that checkpoints reach
+    /// the disk one at a time and in the order of the positions they cover: a compaction relies
+    /// on the checkpoint it wrote (or a later one) being the one a reopen finds.
+    checkpoint_file: Mutex<()>,
     /// Signalled when a task stops being busy.
     idle: Condvar,
     /// The last timestamp handed out, so timestamps never go backwards.
@@ -425,6 +429,7 @@ impl TaskStore {
             log,
             replica,
             applied: AtomicU64::new(applied.position.get()),
+            checkpoint_file: Mutex::new(()),
             table: Mutex::new(Table {
                 tasks,
                 busy: HashSet::new(),
@@ -463,6 +468,7 @@ impl TaskStore {
                 cause: "no checkpoint of a poisoned store".into(),
             });
         }
+        let _file = lock(&self.checkpoint_file);
         let (covered, _, bytes) = self.snapshot_table();
         self.log.write_side_file(checkpoint::FILE_NAME, &bytes)?;
         Ok(Position::new(covered))
@@ -1009,6 +1015,7 @@ impl TaskStore {
         let count = saved.tasks.stated_len();
         let tasks = TaskTable::try_restore(count, saved.tasks, REPEATED_TASK.to_string())
             .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
+        let _file = lock(&self.checkpoint_file);
         self.log.write_side_file(checkpoint::FILE_NAME, bytes)?;
         let applied = ReplicaApplied {
             position: Position::new(saved.covered_position),

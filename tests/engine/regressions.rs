@@ -18,6 +18,11 @@
 //! 13. (compaction bench, 2026-11-21) a checkpoint under a steady stream of writers waited for a
 //!     moment with no write in flight, which four writers never left: 31 s for one checkpoint.
 //!     Writers now wait while a checkpoint copies the table, as its documentation said.
+//! 14. (compaction review, 2026-12-02) two checkpoints at once shared one temporary file and were
+//!     not ordered: one of them failed its rename (seen: a third of `TaskStore::compact` calls
+//!     beside a checkpointing thread failed so), and an older table could land on disk after the
+//!     newer one a compaction relied on, so that a reopen would replay from before records the
+//!     compaction had removed (deleted tasks back, their records gone; not seen, same cause).
 
 use std::fs;
 use std::sync::Arc;
@@ -359,4 +364,81 @@ fn t13_checkpoints_finish_under_a_steady_stream_of_writers() {
         "20 checkpoints did not finish in 60 s beside {writes} writes"
     );
     assert!(writes > 0);
+}
+
+/// A compaction beside a thread that checkpoints without pause: after each pass the checkpoint on
+/// disk must cover what the pass's own checkpoint covered, and an image of the directory taken
+/// then must reopen without the deleted tasks.
+#[test]
+fn t14_checkpoints_beside_a_compaction_never_leave_an_older_table_on_disk() {
+    use tasklog_engine::event::Event;
+    use tasklog_engine::model::{Message, Role, TaskState, TaskStatus};
+    use tasklog_engine::{NewTask, TaskStore, checkpoint};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TaskStore::open(dir.path(), small_segments()).unwrap());
+    let stop = Arc::new(AtomicBool::new(false));
+    let checkpointer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                if let Err(error) = store.checkpoint() {
+                    failures.push(error.to_string());
+                }
+            }
+            failures
+        })
+    };
+    let text = "x".repeat(4_000);
+    let mut stale = None;
+    let mut compactions_failed = Vec::new();
+    for round in 0..60 {
+        for _ in 0..10 {
+            let id = store
+                .create(NewTask::submitted(Some(Message::text("m", Role::User, &text))))
+                .unwrap()
+                .task_id;
+            let done = Event::Status(TaskStatus::new(TaskState::Completed));
+            store.append(&id, None, vec![done]).unwrap();
+            store.delete(&id).unwrap();
+        }
+        let end = store.log().bounds().1.get();
+        if let Err(error) = store.compact() {
+            compactions_failed.push(error.to_string());
+            continue;
+        }
+        let image = tempfile::tempdir().unwrap();
+        for entry in fs::read_dir(dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.file_name().is_some_and(|n| n != "LOCK") {
+                let _ = fs::copy(&path, image.path().join(path.file_name().unwrap()));
+            }
+        }
+        let covered = fs::read(image.path().join(checkpoint::FILE_NAME))
+            .ok()
+            .and_then(|bytes| checkpoint::decode(&bytes).ok())
+            .map(|c| c.covered_position);
+        if covered.is_none_or(|covered| covered < end) {
+            stale = Some((round, covered, end, image));
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures = checkpointer.join().unwrap();
+    if let Some((round, covered, end, image)) = stale {
+        let reopened = TaskStore::open(image.path(), small_segments()).unwrap();
+        panic!(
+            "round {round}: the checkpoint on disk covers {covered:?}, the compaction relied on \
+             {end}; reopened from that image, {} deleted tasks are back",
+            reopened.len()
+        );
+    }
+    assert!(
+        compactions_failed.is_empty() && failures.is_empty(),
+        "{} compactions and {} concurrent checkpoints failed, the first with: {:?}",
+        compactions_failed.len(),
+        failures.len(),
+        compactions_failed.first().or(failures.first())
+    );
 }
