@@ -693,8 +693,10 @@ impl TaskStore {
                     }
                     tasks.push(task);
                 }
-                // Deleted, and its records purged, since the page was chosen: not on this page.
-                Err(Error::NotFound { .. }) if self.version(&task_id).is_none() => {}
+                // Deleted, and its records purged or compacted away, since the page was chosen:
+                // not on this page.
+                Err(Error::NotFound { .. } | Error::Compacted { .. })
+                    if self.version(&task_id).is_none() => {}
                 Err(error) => return Err(error),
             }
         }
