@@ -438,7 +438,9 @@ fn write_output(
         view.sealed.insert(at, compacted);
     }
     let finish = || -> Result<()> {
-        inner.dir.rename_temp_as(&index_temp_name, &index_file_name)?;
+        inner
+            .dir
+            .rename_temp_as(&index_temp_name, &index_file_name)?;
         inner.dir.sync()?;
         for input in group.iter().skip(1) {
             let first_position = input.segment.first_position;

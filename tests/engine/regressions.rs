@@ -396,7 +396,11 @@ fn t14_checkpoints_beside_a_compaction_never_leave_an_older_table_on_disk() {
     for round in 0..60 {
         for _ in 0..10 {
             let id = store
-                .create(NewTask::submitted(Some(Message::text("m", Role::User, &text))))
+                .create(NewTask::submitted(Some(Message::text(
+                    "m",
+                    Role::User,
+                    &text,
+                ))))
                 .unwrap()
                 .task_id;
             let done = Event::Status(TaskStatus::new(TaskState::Completed));
