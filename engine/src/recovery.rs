@@ -100,6 +100,8 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
     // The last position of the latest compacted segment: segments starting at or before it are
     // what an interrupted compaction left behind (FORMAT.md §3.1).
     let mut compacted_to = 0u64;
+    // Set when the last segment is a compacted one and a new, empty one is made after it.
+    let mut active_first = None;
     for (i, &first) in firsts.iter().enumerate() {
         if first <= compacted_to {
             let path = dir.join(&segment::file_name(first));
@@ -119,12 +121,34 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
         }
         let (file, path, len, header) = open_segment(dir, first, expected_first)?;
         if i == active_at {
-            if header.compacted.is_some() {
-                return Err(Error::corrupt(
+            if let Some(compacted) = header.compacted {
+                // `truncate_after` removes the segments after its cut newest first, so a crash
+                // there can leave a compacted segment last: a prefix of the log. It stays sealed
+                // and an empty segment follows it, as a roll would have made (not under
+                // `Absolute`, which modifies no segment file).
+                let next = compacted.last_position + 1;
+                if options.recovery == RecoveryMode::Absolute || next > limits::POSITION_MAX {
+                    return Err(Error::corrupt(
+                        &path,
+                        0,
+                        "the last segment is a compacted one; the segment after it is missing",
+                    ));
+                }
+                let segment = load_compacted(
+                    dir,
+                    &file,
                     &path,
-                    0,
-                    "the last segment is a compacted one; the segment after it is missing",
-                ));
+                    first,
+                    len,
+                    compacted,
+                    options,
+                    &mut report,
+                )?;
+                sealed.push_back(Arc::new(segment));
+                dir.write_atomically(&segment::file_name(next), &segment::encode_header(next))?;
+                tracing::info!(segment = %path.display(), "the last segment is a compacted one: an empty segment now follows it");
+                expected_first = Some(next);
+                active_first = Some(next);
             }
             break;
         }
@@ -204,7 +228,9 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
         sealed.push_back(Arc::new(segment));
     }
 
-    let first = firsts.get(active_at).copied().unwrap_or(1);
+    let first = active_first
+        .or_else(|| firsts.get(active_at).copied())
+        .unwrap_or(1);
     let (file, path, len, _) = open_segment(dir, first, expected_first)?;
     let io = recover_active(dir, options, file, path, first, len, &mut report)?;
     report.segments = sealed.len() + 1;

@@ -305,3 +305,50 @@ fn a_truncation_during_a_pass_keeps_the_truncated_segment_intact() {
     assert_eq!(scan(&log), expected);
     log.verify(&mut |_, _| {}).unwrap();
 }
+
+/// `truncate_after` removes the segments after its cut newest first (the active one first), so a
+/// crash in between can leave a compacted segment last when the cut lies in an uncompacted
+/// segment before it. That is a prefix of the log, and the log must open with it.
+#[test]
+fn a_compacted_segment_left_last_by_an_interrupted_truncation_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let written = write(&log, 1_500);
+    let first_end = log.segments()[0].last_position;
+    // Nothing dies in the first segment, so it stays as it is and the cut can go there.
+    let live = move |p: u64| p <= first_end || one_in_five(p);
+    let horizon = 1_200;
+    log.compact(horizon, &live).unwrap();
+    let segments = log.segments();
+    assert!(!segments[0].compacted && segments[1].compacted);
+    assert!(segments.len() > 3, "segments after the compacted one");
+    let kept_end = segments[1].last_position;
+    log.crash();
+    // The image of `truncate_after(first_end - 10)` stopped after it removed the active segment
+    // and every sealed one after the first compacted one.
+    for segment in &segments[2..] {
+        std::fs::remove_file(&segment.path).unwrap();
+        let _ = std::fs::remove_file(segment.path.with_extension("idx"));
+    }
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.bounds().1.get(), kept_end);
+    let kept: BTreeMap<u64, Vec<u8>> = written
+        .range(..=kept_end)
+        .map(|(p, b)| (*p, b.clone()))
+        .collect();
+    check(&log, &kept, &live, horizon);
+    // The log goes on after it, and reopens so.
+    let more = write(&log, 100);
+    assert_eq!(*more.keys().next().unwrap(), kept_end + 1);
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    let mut all = kept;
+    all.extend(more);
+    check(&log, &all, &live, horizon);
+    // The truncation whose crash was imaged is allowed, and removes the compacted segment.
+    log.truncate_after(Position::new(first_end - 10)).unwrap();
+    drop(log);
+    let log = Log::open(dir.path(), small_segments()).unwrap();
+    assert_eq!(log.bounds().1.get(), first_end - 10);
+    assert!(log.segments().iter().all(|s| !s.compacted));
+}
