@@ -26,7 +26,8 @@
 //!    checkpoint, which does not grow with the store). Page cache is warm.
 //! 4. **E6, subscribers under load**: `TASKLOG_STORE_BENCH_SUBSCRIBERS` tasks (default 10,000),
 //!    one subscriber each (`subscribe(id, version + 1)`) plus `TASKLOG_STORE_BENCH_TAILS` tails
-//!    (default 100), all tokio tasks on a multi-thread runtime, while `TASKLOG_STORE_BENCH_WRITERS`
+//!    (default 100), all tokio tasks on a multi-thread runtime (tokio's default worker count;
+//!    `TASKLOG_STORE_BENCH_RUNTIME_THREADS` sets it), while `TASKLOG_STORE_BENCH_WRITERS`
 //!    threads (default 16) append one 300-byte message per call with `SyncPolicy::Always` at
 //!    `TASKLOG_STORE_BENCH_RATE` events/s in all (default 20,000; paced in 1 ms ticks) for
 //!    `TASKLOG_STORE_BENCH_WRITE_SECS` seconds (default 5). The same paced load runs with no
@@ -1105,10 +1106,15 @@ fn subscribers(dir: &Path, cfg: &Config) -> Result<Vec<Row>> {
         quantile(&base.latencies_ns, 0.99) / 1e3
     );
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("tokio runtime")?;
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Ok(threads) = std::env::var("TASKLOG_STORE_BENCH_RUNTIME_THREADS") {
+        builder.worker_threads(
+            threads
+                .parse()
+                .context("TASKLOG_STORE_BENCH_RUNTIME_THREADS")?,
+        );
+    }
+    let runtime = builder.enable_all().build().context("tokio runtime")?;
     let epoch = Instant::now();
     let first = store.log().acknowledged_position().get() + 1;
     let capacity = (cfg.rate * cfg.write_secs * 1.5) as usize + 10_000;

@@ -14,7 +14,7 @@
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 
 use base64::Engine as _;
 use tokio::sync::Notify;
@@ -31,7 +31,7 @@ use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
 use crate::recent::Recent;
 use crate::record;
 use crate::state::{ListFilter, OrderKey, TaskTable, check_listed_batch, fold};
-use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription};
+use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription, Watch};
 
 /// A new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -206,6 +206,9 @@ pub struct TaskStore {
     /// Records tails have read back from the log (tests check that live ones never are).
     #[cfg(feature = "testing")]
     tail_log_reads: AtomicU64,
+    /// Task subscriptions' lookups in the table (tests check that live ones need none).
+    #[cfg(feature = "testing")]
+    subscription_table_lookups: AtomicU64,
     open_report: OpenReport,
     closed: bool,
 }
@@ -223,8 +226,10 @@ struct Table {
     tasks: TaskTable,
     /// Tasks with a write in flight: other writers to them wait.
     busy: HashSet<String>,
-    /// Wakeups of the tasks that have subscribers.
-    watchers: HashMap<String, Arc<Notify>>,
+    /// What the subscribers of each watched task share (their wakeup, the latest write).
+    watchers: HashMap<String, Arc<Watch>>,
+    /// Writers and checkpoints waiting on `idle` (no wakeup is sent when there are none).
+    waiting: usize,
     /// A checkpoint is copying the table: writes do not start.
     checkpointing: bool,
     /// Positions of event batches that failed their checks (no-ops, skipped by tails).
@@ -434,6 +439,7 @@ impl TaskStore {
                 tasks,
                 busy: HashSet::new(),
                 watchers: HashMap::new(),
+                waiting: 0,
                 checkpointing: false,
                 rejected,
                 replica: applied,
@@ -445,6 +451,8 @@ impl TaskStore {
             recent: Recent::new(),
             #[cfg(feature = "testing")]
             tail_log_reads: AtomicU64::new(0),
+            #[cfg(feature = "testing")]
+            subscription_table_lookups: AtomicU64::new(0),
             open_report,
             closed: false,
         }
@@ -482,10 +490,7 @@ impl TaskStore {
         table.checkpointing = true;
         // Only with no write in flight is every record up to the log's end applied.
         while !table.busy.is_empty() {
-            table = self
-                .idle
-                .wait(table)
-                .unwrap_or_else(PoisonError::into_inner);
+            table = self.wait_idle(table);
         }
         let (covered, replica) = if self.replica {
             (
@@ -510,8 +515,7 @@ impl TaskStore {
             replica.as_ref(),
         );
         table.checkpointing = false;
-        drop(table);
-        self.idle.notify_all();
+        self.wake_idle(table);
         (covered, replica, bytes)
     }
 
@@ -823,10 +827,7 @@ impl TaskStore {
         // A checkpoint waits for the writes in flight; new ones wait for it, or a steady stream
         // of writers would keep it waiting for ever.
         while table.checkpointing || table.busy.contains(&task_id) {
-            table = self
-                .idle
-                .wait(table)
-                .unwrap_or_else(PoisonError::into_inner);
+            table = self.wait_idle(table);
         }
         let batch = Arc::new(self.build(&table, task_id, expected_version, events)?);
         table.busy.insert(batch.task_id.clone());
@@ -851,20 +852,18 @@ impl TaskStore {
 
         let mut table = lock(&self.table);
         table.busy.remove(&batch.task_id);
-        let mut watchers = None;
+        let mut watch = None;
         let result = appended.map(|appended| {
-            table.tasks.apply(appended.first.get(), &batch);
-            watchers = table.watchers.get(&batch.task_id).cloned();
+            watch = Self::apply_watched(&mut table, appended.first.get(), &batch);
             Written {
                 task_id: batch.task_id.clone(),
                 version: batch.last_version(),
                 position: appended.first,
             }
         });
-        drop(table);
-        self.idle.notify_all();
-        if let Some(watchers) = watchers {
-            watchers.notify_waiters();
+        self.wake_idle(table);
+        if let Some(watch) = watch {
+            watch.notify.notify_waiters();
         }
         result
     }
@@ -898,8 +897,7 @@ impl TaskStore {
         table.replica.term = term;
         let result = match checked {
             Ok(batch) => {
-                table.tasks.apply(position.get(), &batch);
-                let watchers = table.watchers.get(&batch.task_id).cloned();
+                let watch = Self::apply_watched(&mut table, position.get(), &batch);
                 let written = Written {
                     task_id: batch.task_id.clone(),
                     version: batch.last_version(),
@@ -907,8 +905,8 @@ impl TaskStore {
                 };
                 drop(table);
                 drop(self.remember(position.get(), Some(Arc::new(batch))));
-                if let Some(watchers) = watchers {
-                    watchers.notify_waiters();
+                if let Some(watch) = watch {
+                    watch.notify.notify_waiters();
                 }
                 Ok(written)
             }
@@ -1028,12 +1026,18 @@ impl TaskStore {
         table.tasks = tasks;
         table.rejected = saved.rejected.into_iter().collect();
         table.replica = applied.clone();
-        let watchers: Vec<Arc<Notify>> = table.watchers.values().cloned().collect();
+        let Table {
+            tasks, watchers, ..
+        } = &*table;
+        for (task_id, watch) in watchers {
+            watch.refresh(tasks.get(task_id));
+        }
+        let watchers: Vec<Arc<Watch>> = table.watchers.values().cloned().collect();
         drop(table);
         self.recent.clear();
         self.applied.store(applied.position.get(), Ordering::SeqCst);
-        for notify in watchers {
-            notify.notify_waiters();
+        for watch in watchers {
+            watch.notify.notify_waiters();
         }
         self.tail_notify.notify_waiters();
         Ok(applied)
@@ -1105,6 +1109,13 @@ impl TaskStore {
     #[cfg(feature = "testing")]
     pub fn tail_log_reads(&self) -> u64 {
         self.tail_log_reads.load(Ordering::Relaxed)
+    }
+
+    /// Times task subscriptions looked their next batch up in the table rather than in their
+    /// task's watch, since open; for tests.
+    #[cfg(feature = "testing")]
+    pub fn subscription_table_lookups(&self) -> u64 {
+        self.subscription_table_lookups.load(Ordering::Relaxed)
     }
 
     /// Whether the record at `position` is remembered (as a batch or not).
@@ -1235,10 +1246,12 @@ impl TaskStore {
             .ok_or_else(|| Error::TaskNotFound {
                 task_id: task_id.to_string(),
             })?;
-        let notify = table
-            .watchers
+        let Table {
+            tasks, watchers, ..
+        } = &mut *table;
+        let watch = watchers
             .entry(task_id.to_string())
-            .or_insert_with(|| Arc::new(Notify::new()))
+            .or_insert_with(|| Arc::new(Watch::new(tasks.get(task_id))))
             .clone();
         drop(table);
         let caught_up = CaughtUp {
@@ -1249,7 +1262,7 @@ impl TaskStore {
             self.clone(),
             task_id.to_string(),
             from_version.max(1),
-            notify,
+            watch,
             caught_up,
         ))
     }
@@ -1271,6 +1284,9 @@ impl TaskStore {
 
     /// Where the batch holding `version` of a task is; `None` if the task does not exist.
     pub(crate) fn batch_for(&self, task_id: &str, version: u64) -> Option<BatchLookup> {
+        #[cfg(feature = "testing")]
+        self.subscription_table_lookups
+            .fetch_add(1, Ordering::Relaxed);
         let table = lock(&self.table);
         let meta = table.tasks.get(task_id)?;
         if version > meta.version {
@@ -1288,15 +1304,44 @@ impl TaskStore {
     }
 
     /// Drops a task's wakeup once its last subscriber goes.
-    pub(crate) fn unwatch(&self, task_id: &str, notify: &Arc<Notify>) {
+    pub(crate) fn unwatch(&self, task_id: &str, watch: &Arc<Watch>) {
         let mut table = lock(&self.table);
         // The map holds one reference and the departing subscription another.
         if table
             .watchers
             .get(task_id)
-            .is_some_and(|n| Arc::ptr_eq(n, notify) && Arc::strong_count(n) <= 2)
+            .is_some_and(|w| Arc::ptr_eq(w, watch) && Arc::strong_count(w) <= 2)
         {
             table.watchers.remove(task_id);
+        }
+    }
+
+    /// Applies a durable batch to the table and brings the task's watch, if it has one, up to
+    /// date under the same lock; returns the watch, to be woken once the lock is released.
+    fn apply_watched(table: &mut Table, position: u64, batch: &EventBatch) -> Option<Arc<Watch>> {
+        table.tasks.apply(position, batch);
+        let watch = table.watchers.get(&batch.task_id)?;
+        watch.written(table.tasks.get(&batch.task_id), position, batch);
+        Some(watch.clone())
+    }
+
+    /// Waits on `idle`, counted so that [`TaskStore::wake_idle`] knows someone does.
+    fn wait_idle<'a>(&self, mut table: MutexGuard<'a, Table>) -> MutexGuard<'a, Table> {
+        table.waiting += 1;
+        let mut table = self
+            .idle
+            .wait(table)
+            .unwrap_or_else(PoisonError::into_inner);
+        table.waiting -= 1;
+        table
+    }
+
+    /// Releases the table and wakes whoever waits on `idle` (no system call when no one does).
+    fn wake_idle(&self, table: MutexGuard<'_, Table>) {
+        let waiting = table.waiting > 0;
+        drop(table);
+        if waiting {
+            self.idle.notify_all();
         }
     }
 

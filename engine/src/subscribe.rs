@@ -4,7 +4,7 @@
 //! reader and reads records from the log when asked. There is no per-subscriber buffer, so a slow
 //! reader holds no memory for anyone, never slows a writer, and cannot miss or duplicate an event:
 //! it simply reads further back in the log. Writers only wake the subscribers of the task they
-//! wrote to (one `tokio::sync::Notify` per watched task, dropped with its last subscriber), and
+//! wrote to (one [`Watch`] per watched task, dropped with its last subscriber), and
 //! tails through one store-wide `Notify`, once per acknowledged position rather than once per
 //! write. A write is in the store's memory of recent batches before its position can be
 //! acknowledged, so a tail that keeps up never reads the log. Every subscriber reads the same
@@ -15,7 +15,7 @@
 
 use std::future::Future;
 use std::pin::pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Wake, Waker};
 
 use tokio::sync::Notify;
@@ -23,9 +23,10 @@ use tokio::sync::Notify;
 use crate::entry::Position;
 use crate::error::Result;
 use crate::event::{Event, EventBatch, TASK_BATCH_KIND};
+use crate::log::lock;
 use crate::model::Timestamp;
 use crate::record;
-use crate::state::check_listed_batch;
+use crate::state::{TaskMeta, check_listed_batch};
 use crate::store::TaskStore;
 
 /// Events of one write, delivered to a task subscriber.
@@ -62,12 +63,103 @@ pub enum Next {
     Ended,
 }
 
+/// What the subscribers of one task share: the wakeup, and the task's latest write, so that a
+/// subscriber that keeps up finds its next batch (or that there is none yet) without the store's
+/// table lock, which the writers take twice per write.
+///
+/// Invariant: `latest` is changed only under the table lock, to what the table says after the
+/// change, and before `notify` fires for it; so a subscriber that registered for the wakeup and
+/// then read `latest` either sees the write or is woken after it.
+pub(crate) struct Watch {
+    pub(crate) notify: Notify,
+    latest: Mutex<Latest>,
+}
+
+/// The latest write to a watched task, as far as a subscriber can use it without the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Latest {
+    /// The task's version.
+    version: u64,
+    /// The position of the batch holding `version`, and the first version of that batch known
+    /// to be there (`version` itself when only the last one is known).
+    position: u64,
+    first_version: u64,
+    /// Whether later writes can come (the task is neither terminal nor deleted).
+    open: bool,
+}
+
+impl Latest {
+    /// Nothing known: every question goes to the table.
+    const UNKNOWN: Latest = Latest {
+        version: 0,
+        position: 0,
+        first_version: 1,
+        open: false,
+    };
+}
+
+impl Watch {
+    /// A watch of a task whose table entry is `meta`.
+    pub(crate) fn new(meta: Option<&TaskMeta>) -> Self {
+        let watch = Watch {
+            notify: Notify::new(),
+            latest: Mutex::new(Latest::UNKNOWN),
+        };
+        watch.refresh(meta);
+        watch
+    }
+
+    /// The task's entry changed to `meta` (`None`: it is gone); only the last version's batch
+    /// is known. Call under the table lock.
+    pub(crate) fn refresh(&self, meta: Option<&TaskMeta>) {
+        let latest = meta
+            .and_then(|meta| {
+                let (position, last_version) = *meta.batches.as_slice().last()?;
+                (last_version == meta.version).then_some(Latest {
+                    version: meta.version,
+                    position,
+                    first_version: meta.version,
+                    open: !meta.state.is_terminal(),
+                })
+            })
+            .unwrap_or(Latest::UNKNOWN);
+        *lock(&self.latest) = latest;
+    }
+
+    /// The task's entry changed to `meta` by the batch `batch` written at `position`. Call
+    /// under the table lock.
+    pub(crate) fn written(&self, meta: Option<&TaskMeta>, position: u64, batch: &EventBatch) {
+        let latest = match meta {
+            Some(meta) if meta.version == batch.last_version() => Latest {
+                version: meta.version,
+                position,
+                first_version: batch.first_version,
+                open: !meta.state.is_terminal(),
+            },
+            _ => Latest::UNKNOWN,
+        };
+        *lock(&self.latest) = latest;
+    }
+
+    /// Where `version` is, if the latest write answers it; `None`: ask the table.
+    fn lookup(&self, version: u64) -> Option<BatchLookup> {
+        let latest = *lock(&self.latest);
+        if version > latest.version && latest.open {
+            Some(BatchLookup::NotYet)
+        } else if (latest.first_version..=latest.version).contains(&version) && latest.version > 0 {
+            Some(BatchLookup::At(latest.position))
+        } else {
+            None
+        }
+    }
+}
+
 /// Follows one task from a version on.
 pub struct TaskSubscription {
     store: Arc<TaskStore>,
     task_id: String,
     next_version: u64,
-    notify: Arc<Notify>,
+    watch: Arc<Watch>,
     caught_up: CaughtUp,
 }
 
@@ -76,14 +168,14 @@ impl TaskSubscription {
         store: Arc<TaskStore>,
         task_id: String,
         next_version: u64,
-        notify: Arc<Notify>,
+        watch: Arc<Watch>,
         caught_up: CaughtUp,
     ) -> Self {
         TaskSubscription {
             store,
             task_id,
             next_version,
-            notify,
+            watch,
             caught_up,
         }
     }
@@ -109,8 +201,12 @@ impl TaskSubscription {
     /// Log read errors; [`crate::Error::InvalidPayload`] when the record the task table names
     /// does not hold the next version (a checkpoint that does not match the log).
     pub fn try_next(&mut self) -> Result<Next> {
-        let Some(found) = self.store.batch_for(&self.task_id, self.next_version) else {
-            return Ok(Next::Ended);
+        let found = match self.watch.lookup(self.next_version) {
+            Some(found) => found,
+            None => match self.store.batch_for(&self.task_id, self.next_version) {
+                Some(found) => found,
+                None => return Ok(Next::Ended),
+            },
         };
         let position = match found {
             BatchLookup::At(position) => position,
@@ -142,8 +238,8 @@ impl TaskSubscription {
     pub async fn next(&mut self) -> Result<Option<Delivery>> {
         loop {
             // Register for the wakeup before looking, so a write in between is not missed.
-            let notify = self.notify.clone();
-            let mut notified = pin!(notify.notified());
+            let watch = self.watch.clone();
+            let mut notified = pin!(watch.notify.notified());
             notified.as_mut().enable();
             match self.try_next()? {
                 Next::Delivery(delivery) => return Ok(Some(delivery)),
@@ -156,7 +252,7 @@ impl TaskSubscription {
 
 impl Drop for TaskSubscription {
     fn drop(&mut self) {
-        self.store.unwatch(&self.task_id, &self.notify);
+        self.store.unwatch(&self.task_id, &self.watch);
     }
 }
 

@@ -415,3 +415,68 @@ fn a_snapshot_carries_what_list_serves_and_later_applies_keep_it() {
     let reopened = TaskStore::open_replica(follower_dir.path(), options()).unwrap();
     check_listing(&reopened, &model);
 }
+
+/// Goal: a subscriber on a follower that installs a snapshot moving its task ahead gets the
+/// versions the snapshot skipped, in order, and then follows applies again; its task's watch
+/// must not keep answering from before the snapshot. Method: subscribe at version 1 on the
+/// follower, install a leader snapshot where the task is at version 3, then apply version 4.
+#[test]
+fn a_subscription_follows_its_task_across_a_snapshot_install() {
+    let leader_dir = tempfile::tempdir().unwrap();
+    let follower_dir = tempfile::tempdir().unwrap();
+    let leader = TaskStore::open_replica(leader_dir.path(), options()).unwrap();
+    let follower = Arc::new(TaskStore::open_replica(follower_dir.path(), options()).unwrap());
+    let apply = |store: &TaskStore, write: Write| {
+        let prepared = store.prepare(write).unwrap();
+        let at = append(store, 1, &prepared);
+        store
+            .apply_batch(at, 1, &prepared.payload)
+            .unwrap()
+            .unwrap();
+        prepared
+    };
+    let mut records = vec![apply(&leader, create("t"))];
+    let created = records[0].clone();
+    let at = append(&follower, 1, &created);
+    follower
+        .apply_batch(at, 1, &created.payload)
+        .unwrap()
+        .unwrap();
+    let mut subscription = follower.subscribe("t", 1).unwrap();
+    assert!(matches!(subscription.try_next().unwrap(), Next::Delivery(d) if d.first_version == 1));
+    assert_eq!(subscription.try_next().unwrap(), Next::Idle);
+
+    records.push(apply(&leader, status("t", Some(1), TaskState::Working)));
+    records.push(apply(
+        &leader,
+        status("t", Some(2), TaskState::InputRequired),
+    ));
+    let (_, image) = leader.snapshot().unwrap();
+    for prepared in &records[1..] {
+        append(&follower, 1, prepared);
+    }
+    follower.install_snapshot(&image).unwrap();
+    let mut versions = Vec::new();
+    while let Next::Delivery(delivery) = subscription.try_next().unwrap() {
+        versions.push(delivery.first_version);
+    }
+    assert_eq!(
+        versions,
+        [2, 3],
+        "the versions the snapshot brought, in order"
+    );
+
+    let working = follower
+        .prepare(status("t", Some(3), TaskState::Working))
+        .unwrap();
+    let at = append(&follower, 1, &working);
+    follower
+        .apply_batch(at, 1, &working.payload)
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        subscription.try_next().unwrap(),
+        Next::Delivery(d) if d.first_version == 4 && d.position == at
+    ));
+    assert_eq!(subscription.try_next().unwrap(), Next::Idle);
+}

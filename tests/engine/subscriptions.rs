@@ -395,3 +395,81 @@ fn a_live_tail_gets_every_racing_write_from_memory_and_never_stalls() {
         "a live tail read just-acknowledged records back from the log"
     );
 }
+
+/// Goal: a subscriber that keeps up finds each new write (and that there is none yet) in its
+/// task's watch, without the table lock the writers take, and still sees every write once, in
+/// order, and the end. Method: writes from two threads to one task while a subscriber follows;
+/// count the table lookups; then a terminal write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_keeps_up_follows_without_the_table() {
+    const WRITES: usize = 400;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sync: tasklog_engine::SyncPolicy::Never,
+        ..Options::default()
+    };
+    let store = Arc::new(TaskStore::open(dir.path(), options).unwrap());
+    let id = store.create(NewTask::submitted(None)).unwrap().task_id;
+    let mut subscription = store.subscribe(&id, 2).unwrap();
+    let lookups_before = store.subscription_table_lookups();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (store, id) = (store.clone(), id.clone());
+            std::thread::spawn(move || {
+                for i in 0..WRITES / 2 {
+                    store
+                        .append(&id, None, vec![note(&format!("{w}-{i}"))])
+                        .unwrap();
+                    std::thread::yield_now();
+                }
+            })
+        })
+        .collect();
+    let mut versions = Vec::new();
+    while versions.len() < WRITES {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), subscription.next())
+            .await
+            .expect("the subscriber stalled: a wakeup was lost")
+            .unwrap()
+            .expect("the task is not terminal");
+        for offset in 0..delivery.events.len() as u64 {
+            versions.push(delivery.first_version + offset);
+        }
+    }
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let expected: Vec<u64> = (2..2 + WRITES as u64).collect();
+    assert_eq!(versions, expected, "every version once, in order");
+    // A subscriber that falls more than one write behind asks the table; one that keeps up
+    // never does. With two writers racing it, most deliveries must still come from the watch.
+    let lookups = store.subscription_table_lookups() - lookups_before;
+    assert!(
+        lookups < WRITES as u64 / 2,
+        "{lookups} table lookups for {WRITES} writes"
+    );
+
+    // One at a time, the subscriber never needs the table.
+    let lookups_before = store.subscription_table_lookups();
+    for i in 0..50 {
+        let written = store
+            .append(&id, None, vec![note(&format!("one-{i}"))])
+            .unwrap();
+        let Next::Delivery(delivery) = subscription.try_next().unwrap() else {
+            panic!("write {i} not delivered");
+        };
+        assert_eq!(delivery.position, written.position);
+        assert_eq!(delivery.first_version, written.version);
+        assert_eq!(subscription.try_next().unwrap(), Next::Idle);
+    }
+    assert_eq!(store.subscription_table_lookups(), lookups_before);
+
+    // The end: the terminal write is delivered from the watch, then the table says it ended.
+    let status = Event::Status(TaskStatus::new(TaskState::Completed));
+    store.append(&id, None, vec![status]).unwrap();
+    assert!(matches!(
+        subscription.try_next().unwrap(),
+        Next::Delivery(_)
+    ));
+    assert_eq!(subscription.try_next().unwrap(), Next::Ended);
+}
