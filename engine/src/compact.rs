@@ -61,6 +61,9 @@ struct Input {
     segment: Arc<Sealed>,
     /// Bytes of the frames that stay.
     live_bytes: u64,
+    /// Runs of removed positions (records that go, gap frames already there): each becomes at
+    /// most one gap frame of the output.
+    gap_runs: u64,
     /// Records that go.
     dead: u64,
 }
@@ -146,6 +149,8 @@ fn plan_input(segment: Arc<Sealed>, live: &dyn Fn(u64) -> bool) -> Result<Input>
     let bytes = segment.bytes();
     let mut offset = segment::HEADER_BYTES;
     let mut live_bytes = 0u64;
+    let mut gap_runs = 0u64;
+    let mut in_gap = false;
     let mut dead = 0u64;
     while offset < bytes.len() {
         let Some(header) = bytes.get(offset..offset + frame::HEADER_BYTES) else {
@@ -158,18 +163,22 @@ fn plan_input(segment: Arc<Sealed>, live: &dyn Fn(u64) -> bool) -> Result<Input>
         let len = frame::frame_len(le::u32_at(header, frame::LEN_OFFSET) as usize);
         let position = le::u64_at(header, frame::POSITION_OFFSET);
         let gap = header.get(frame::FLAGS_OFFSET).copied() == Some(frame::FLAG_GAP);
-        if !gap {
-            if live(position) {
-                live_bytes += len as u64;
-            } else {
-                dead += 1;
-            }
+        let kept = !gap && live(position);
+        if kept {
+            live_bytes += len as u64;
+        } else if !gap {
+            dead += 1;
         }
+        if !kept && !in_gap {
+            gap_runs += 1;
+        }
+        in_gap = !kept;
         offset += len;
     }
     Ok(Input {
         segment,
         live_bytes,
+        gap_runs,
         dead,
     })
 }
@@ -186,24 +195,25 @@ fn groups(inputs: &[Input], segment_bytes_max: u64) -> Vec<Range<usize>> {
             out.push(range);
         }
     };
+    let header_bytes = segment::HEADER_BYTES as u64;
     let mut start = 0usize;
-    let mut bytes = 0u64;
+    let mut bytes = header_bytes;
     for (i, input) in inputs.iter().enumerate() {
         if !input.worth_merging(segment_bytes_max) {
             keep(start..i, &mut out);
             start = i + 1;
-            bytes = 0;
+            bytes = header_bytes;
             continue;
         }
-        // Each input adds at most one gap frame.
-        let adds = input.live_bytes + frame::GAP_FRAME_BYTES as u64;
+        // Its survivors and at most one gap frame per run of removed positions.
+        let adds = input.live_bytes + input.gap_runs * frame::GAP_FRAME_BYTES as u64;
         let span_fits = inputs.get(start).is_none_or(|first| {
             input.segment.last_position - first.segment.first_position < u64::from(u32::MAX)
         });
         if i > start && (bytes + adds > segment_bytes_max || !span_fits) {
             keep(start..i, &mut out);
             start = i;
-            bytes = 0;
+            bytes = header_bytes;
         }
         bytes += adds;
     }

@@ -352,3 +352,22 @@ fn a_compacted_segment_left_last_by_an_interrupted_truncation_opens() {
     assert_eq!(log.bounds().1.get(), first_end - 10);
     assert!(log.segments().iter().all(|s| !s.compacted));
 }
+
+/// Every other record dead: each survivor is followed by a gap frame, which the planner must
+/// count, or merged outputs outgrow `segment_bytes_max` (FORMAT.md §3.1 says they stay within).
+#[test]
+fn outputs_with_many_gap_frames_stay_within_the_segment_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments();
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    let written = write(&log, 3_000);
+    let horizon = 2_900;
+    let even = |p: u64| p.is_multiple_of(2);
+    log.compact(horizon, &even).unwrap();
+    let segments = log.segments();
+    assert!(segments.iter().filter(|s| s.compacted).count() > 1);
+    for segment in segments {
+        assert!(segment.bytes <= options.segment_bytes_max, "{segment:?}");
+    }
+    check(&log, &written, &even, horizon);
+}
