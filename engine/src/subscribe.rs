@@ -4,7 +4,7 @@
 //! reader and reads records from the log when asked. There is no per-subscriber buffer, so a slow
 //! reader holds no memory for anyone, never slows a writer, and cannot miss or duplicate an event:
 //! it simply reads further back in the log. Writers only wake the subscribers of the task they
-//! wrote to (one [`Watch`] per watched task, dropped with its last subscriber), and
+//! wrote to (one `Watch` per watched task, dropped with its last subscriber), and
 //! tails through one store-wide `Notify`, once per acknowledged position rather than once per
 //! write. A write is in the store's memory of recent batches before its position can be
 //! acknowledged, so a tail that keeps up never reads the log. Every subscriber reads the same
