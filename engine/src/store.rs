@@ -598,20 +598,34 @@ impl TaskStore {
     /// [`Error::TaskNotFound`], log read errors, and [`Error::InvalidPayload`] when a record the
     /// task table names is not the task's next batch (a checkpoint that does not match the log).
     pub fn get(&self, task_id: &str, history_length: Option<usize>) -> Result<Task> {
-        let positions = lock(&self.table)
-            .tasks
-            .get(task_id)
-            .map(|meta| {
-                meta.batches
-                    .as_slice()
-                    .iter()
-                    .map(|(position, _)| *position)
-                    .collect::<Vec<_>>()
-            })
-            .ok_or_else(|| Error::TaskNotFound {
-                task_id: task_id.to_string(),
-            })?;
-        self.fold_task(task_id, &positions, history_length)
+        let positions = |store: &Self| {
+            lock(&store.table)
+                .tasks
+                .get(task_id)
+                .map(|meta| {
+                    meta.batches
+                        .as_slice()
+                        .iter()
+                        .map(|(position, _)| *position)
+                        .collect::<Vec<_>>()
+                })
+                .ok_or_else(|| Error::TaskNotFound {
+                    task_id: task_id.to_string(),
+                })
+        };
+        let first = positions(self)?;
+        match self.fold_task(task_id, &first, history_length) {
+            // Deleted, and its records purged or compacted away, since its positions were read:
+            // the task is gone (or its id was taken again, and its new records are read).
+            Err(error @ (Error::NotFound { .. } | Error::Compacted { .. })) => {
+                let again = positions(self)?;
+                if again == first {
+                    return Err(error);
+                }
+                self.fold_task(task_id, &again, history_length)
+            }
+            folded => folded,
+        }
     }
 
     /// The task folded from its batches at `positions` (oldest first, as the table lists them):

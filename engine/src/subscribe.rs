@@ -21,7 +21,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use tokio::sync::Notify;
 
 use crate::entry::Position;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::event::{Event, EventBatch, TASK_BATCH_KIND};
 use crate::log::lock;
 use crate::model::Timestamp;
@@ -215,9 +215,17 @@ impl TaskSubscription {
         };
         let batch = match self.store.recent_batch(position) {
             Some(batch) => batch,
-            None => Arc::new(record::decode(
-                &self.store.log().read(Position::new(position))?,
-            )?),
+            None => match self.store.log().read(Position::new(position)) {
+                Ok(entry) => Arc::new(record::decode(&entry)?),
+                // Deleted, and its records purged or compacted away, since the position was
+                // found: nothing more will follow.
+                Err(Error::NotFound { .. } | Error::Compacted { .. })
+                    if self.store.version(&self.task_id).is_none() =>
+                {
+                    return Ok(Next::Ended);
+                }
+                Err(error) => return Err(error),
+            },
         };
         check_listed_batch(&batch, position, &self.task_id, self.next_version)?;
         let skip = self.next_version.saturating_sub(batch.first_version) as usize;

@@ -510,3 +510,98 @@ fn t15_a_listing_beside_deletes_and_compactions_leaves_deleted_tasks_off() {
     let listings = lister.join().unwrap().unwrap();
     assert!(listings > 0);
 }
+
+/// Bug: `get` and a task subscription read a task's records after choosing them under the
+/// table's lock; a task deleted and compacted away in between made `get` fail with
+/// `Error::Compacted` instead of `TaskNotFound`, and a subscription fail with it instead of
+/// ending. Method: while the tasks are deleted and compacted one by one, one reader gets the task
+/// being deleted, over and over, and another follows it from its first version (each task has
+/// many records, so a read spans a while); the only answers allowed are the task,
+/// `TaskNotFound`, and a subscription that ends. The window is a preemption between the lock and
+/// the read, so a run does not always meet it.
+#[test]
+fn t16_get_and_subscriptions_beside_deletes_and_compactions_say_the_task_is_gone() {
+    use std::sync::atomic::AtomicUsize;
+    use tasklog_engine::event::Event;
+    use tasklog_engine::model::{Message, Role, TaskState, TaskStatus};
+    use tasklog_engine::subscribe::Next;
+    use tasklog_engine::{NewTask, TaskStore};
+
+    const VICTIMS: usize = 40;
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sync: SyncPolicy::Never,
+        ..small_segments()
+    };
+    let store = Arc::new(TaskStore::open(dir.path(), options).unwrap());
+    let victims: Arc<Vec<String>> = Arc::new(
+        (0..VICTIMS)
+            .map(|_| {
+                let id = store.create(NewTask::submitted(None)).unwrap().task_id;
+                for _ in 0..150 {
+                    let note = Message::text("n", Role::Agent, "a note");
+                    store.append(&id, None, vec![Event::Message(note)]).unwrap();
+                }
+                let done = Event::Status(TaskStatus::new(TaskState::Completed));
+                store.append(&id, None, vec![done]).unwrap();
+                id
+            })
+            .collect(),
+    );
+    // Enough later records that the victims' are read from the log, not from memory.
+    let filler = store.create(NewTask::submitted(None)).unwrap().task_id;
+    for _ in 0..4_200 {
+        let note = Message::text("n", Role::Agent, "filler");
+        store
+            .append(&filler, None, vec![Event::Message(note)])
+            .unwrap();
+    }
+    let current = Arc::new(AtomicUsize::new(0));
+    let getter = {
+        let (store, current, victims) = (store.clone(), current.clone(), victims.clone());
+        std::thread::spawn(move || {
+            let mut gets = 0u64;
+            loop {
+                let Some(id) = victims.get(current.load(Ordering::Relaxed)) else {
+                    return Ok(gets);
+                };
+                match store.get(id, None) {
+                    Ok(task) => assert_eq!(&task.id, id),
+                    Err(Error::TaskNotFound { .. }) => {}
+                    Err(error) => return Err(format!("get after {gets}: {error}")),
+                }
+                gets += 1;
+            }
+        })
+    };
+    let subscriber = {
+        let (store, current, victims) = (store.clone(), current.clone(), victims.clone());
+        std::thread::spawn(move || {
+            loop {
+                let Some(id) = victims.get(current.load(Ordering::Relaxed)) else {
+                    return Ok(());
+                };
+                let Ok(mut subscription) = store.subscribe(id, 1) else {
+                    continue;
+                };
+                loop {
+                    match subscription.try_next() {
+                        Ok(Next::Delivery(_)) => {}
+                        Ok(Next::Ended) => break,
+                        Ok(Next::Idle) => return Err(format!("{id}: idle after its end")),
+                        Err(error) => return Err(format!("subscription: {error}")),
+                    }
+                }
+            }
+        })
+    };
+    for (i, id) in victims.iter().enumerate() {
+        current.store(i, Ordering::Relaxed);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        store.delete(id).unwrap();
+        store.compact().unwrap();
+    }
+    current.store(VICTIMS, Ordering::Relaxed);
+    assert!(getter.join().unwrap().unwrap() > 0);
+    subscriber.join().unwrap().unwrap();
+}
