@@ -475,14 +475,7 @@ fn t15_a_listing_beside_deletes_and_compactions_leaves_deleted_tasks_off() {
             id
         })
         .collect();
-    // Enough later records that the victims' are read from the log, not from memory.
-    let filler = store.create(NewTask::submitted(None)).unwrap().task_id;
-    for _ in 0..4_200 {
-        let note = Message::text("n", Role::Agent, "filler");
-        store
-            .append(&filler, None, vec![Event::Message(note)])
-            .unwrap();
-    }
+    push_out_of_memory(&store);
     let stop = Arc::new(AtomicBool::new(false));
     let lister = {
         let (store, stop) = (store.clone(), stop.clone());
@@ -548,14 +541,7 @@ fn t16_get_and_subscriptions_beside_deletes_and_compactions_say_the_task_is_gone
             })
             .collect(),
     );
-    // Enough later records that the victims' are read from the log, not from memory.
-    let filler = store.create(NewTask::submitted(None)).unwrap().task_id;
-    for _ in 0..4_200 {
-        let note = Message::text("n", Role::Agent, "filler");
-        store
-            .append(&filler, None, vec![Event::Message(note)])
-            .unwrap();
-    }
+    push_out_of_memory(&store);
     let current = Arc::new(AtomicUsize::new(0));
     let getter = {
         let (store, current, victims) = (store.clone(), current.clone(), victims.clone());
@@ -604,4 +590,20 @@ fn t16_get_and_subscriptions_beside_deletes_and_compactions_say_the_task_is_gone
     current.store(VICTIMS, Ordering::Relaxed);
     assert!(getter.join().unwrap().unwrap() > 0);
     subscriber.join().unwrap().unwrap();
+}
+
+/// Writes enough records after the ones already in `store` that those are read from the log, not
+/// from the store's memory of recent writes.
+fn push_out_of_memory(store: &tasklog_engine::TaskStore) {
+    use tasklog_engine::NewTask;
+    use tasklog_engine::event::Event;
+    use tasklog_engine::model::{Message, Role};
+
+    let filler = store.create(NewTask::submitted(None)).unwrap().task_id;
+    for _ in 0..4_200 {
+        let note = Message::text("n", Role::Agent, "filler");
+        store
+            .append(&filler, None, vec![Event::Message(note)])
+            .unwrap();
+    }
 }
