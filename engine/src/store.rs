@@ -31,7 +31,7 @@ use crate::model::{Json, Message, Task, TaskState, TaskStatus, Timestamp};
 use crate::recent::Recent;
 use crate::record;
 use crate::state::{ListFilter, OrderKey, TaskTable, check_listed_batch, fold};
-use crate::subscribe::{BatchLookup, CaughtUp, Tail, TaskSubscription, Watch};
+use crate::subscribe::{self, BatchLookup, CaughtUp, Tail, TaskSubscription, Watch};
 
 /// A new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -1245,7 +1245,7 @@ impl TaskStore {
         from_version: u64,
     ) -> Result<TaskSubscription> {
         let mut table = lock(&self.table);
-        let (version, position) = table
+        let (version, position, created) = table
             .tasks
             .get(task_id)
             .map(|meta| {
@@ -1255,6 +1255,7 @@ impl TaskStore {
                         .as_slice()
                         .last()
                         .map_or(0, |(position, _)| *position),
+                    subscribe::created(meta),
                 )
             })
             .ok_or_else(|| Error::TaskNotFound {
@@ -1275,6 +1276,7 @@ impl TaskStore {
         Ok(TaskSubscription::new(
             self.clone(),
             task_id.to_string(),
+            created,
             from_version.max(1),
             watch,
             caught_up,
@@ -1296,13 +1298,22 @@ impl TaskStore {
         )
     }
 
-    /// Where the batch holding `version` of a task is; `None` if the task does not exist.
-    pub(crate) fn batch_for(&self, task_id: &str, version: u64) -> Option<BatchLookup> {
+    /// Where the batch holding `version` of a task first written at `created` is; `None` if the
+    /// task does not exist (or another one has its id).
+    pub(crate) fn batch_for(
+        &self,
+        task_id: &str,
+        version: u64,
+        created: u64,
+    ) -> Option<BatchLookup> {
         #[cfg(feature = "testing")]
         self.subscription_table_lookups
             .fetch_add(1, Ordering::Relaxed);
         let table = lock(&self.table);
-        let meta = table.tasks.get(task_id)?;
+        let meta = table
+            .tasks
+            .get(task_id)
+            .filter(|meta| subscribe::created(meta) == created)?;
         if version > meta.version {
             return Some(if meta.state.is_terminal() {
                 BatchLookup::Finished
@@ -1315,6 +1326,11 @@ impl TaskStore {
         batches
             .get(at)
             .map(|(position, _)| BatchLookup::At(*position))
+    }
+
+    /// The position of the task's first batch, if it exists (see [`subscribe::created`]).
+    pub(crate) fn created(&self, task_id: &str) -> Option<u64> {
+        lock(&self.table).tasks.get(task_id).map(subscribe::created)
     }
 
     /// Drops a task's wakeup once its last subscriber goes.

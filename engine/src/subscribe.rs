@@ -86,6 +86,8 @@ struct Latest {
     first_version: u64,
     /// Whether later writes can come (the task is neither terminal nor deleted).
     open: bool,
+    /// The position of the task's first batch: which task has the id (see [`created`]).
+    created: u64,
 }
 
 impl Latest {
@@ -95,6 +97,7 @@ impl Latest {
         position: 0,
         first_version: 1,
         open: false,
+        created: 0,
     };
 }
 
@@ -120,6 +123,7 @@ impl Watch {
                     position,
                     first_version: meta.version,
                     open: !meta.state.is_terminal(),
+                    created: created(meta),
                 })
             })
             .unwrap_or(Latest::UNKNOWN);
@@ -135,16 +139,20 @@ impl Watch {
                 position,
                 first_version: batch.first_version,
                 open: !meta.state.is_terminal(),
+                created: created(meta),
             },
             _ => Latest::UNKNOWN,
         };
         *lock(&self.latest) = latest;
     }
 
-    /// Where `version` is, if the latest write answers it; `None`: ask the table.
-    fn lookup(&self, version: u64) -> Option<BatchLookup> {
+    /// Where `version` of the task first written at `created` is, if the latest write answers
+    /// it; `None`: ask the table.
+    fn lookup(&self, version: u64, created: u64) -> Option<BatchLookup> {
         let latest = *lock(&self.latest);
-        if version > latest.version && latest.open {
+        if latest.created != created {
+            None
+        } else if version > latest.version && latest.open {
             Some(BatchLookup::NotYet)
         } else if (latest.first_version..=latest.version).contains(&version) && latest.version > 0 {
             Some(BatchLookup::At(latest.position))
@@ -154,10 +162,22 @@ impl Watch {
     }
 }
 
+/// Which task has an id: the position of its first batch. A task deleted and another created
+/// under its id (insert-if-absent) differ in it, so a subscription of the first ends rather than
+/// go on with the second's events.
+pub(crate) fn created(meta: &TaskMeta) -> u64 {
+    meta.batches
+        .as_slice()
+        .first()
+        .map_or(0, |(position, _)| *position)
+}
+
 /// Follows one task from a version on.
 pub struct TaskSubscription {
     store: Arc<TaskStore>,
     task_id: String,
+    /// The followed task's first position (see [`created`]).
+    created: u64,
     next_version: u64,
     watch: Arc<Watch>,
     caught_up: CaughtUp,
@@ -167,6 +187,7 @@ impl TaskSubscription {
     pub(crate) fn new(
         store: Arc<TaskStore>,
         task_id: String,
+        created: u64,
         next_version: u64,
         watch: Arc<Watch>,
         caught_up: CaughtUp,
@@ -174,6 +195,7 @@ impl TaskSubscription {
         TaskSubscription {
             store,
             task_id,
+            created,
             next_version,
             watch,
             caught_up,
@@ -201,9 +223,12 @@ impl TaskSubscription {
     /// Log read errors; [`crate::Error::InvalidPayload`] when the record the task table names
     /// does not hold the next version (a checkpoint that does not match the log).
     pub fn try_next(&mut self) -> Result<Next> {
-        let found = match self.watch.lookup(self.next_version) {
+        let found = match self.watch.lookup(self.next_version, self.created) {
             Some(found) => found,
-            None => match self.store.batch_for(&self.task_id, self.next_version) {
+            None => match self
+                .store
+                .batch_for(&self.task_id, self.next_version, self.created)
+            {
                 Some(found) => found,
                 None => return Ok(Next::Ended),
             },
@@ -220,7 +245,7 @@ impl TaskSubscription {
                 // Deleted, and its records purged or compacted away, since the position was
                 // found: nothing more will follow.
                 Err(Error::NotFound { .. } | Error::Compacted { .. })
-                    if self.store.version(&self.task_id).is_none() =>
+                    if self.store.created(&self.task_id) != Some(self.created) =>
                 {
                     return Ok(Next::Ended);
                 }

@@ -468,3 +468,47 @@ async fn a_subscriber_that_keeps_up_follows_without_the_table() {
     ));
     assert_eq!(subscription.try_next().unwrap(), Next::Ended);
 }
+
+/// Bug (review of the task watch, 2026-12-02): a subscription followed a task id, not a task.
+/// Its task deleted and another created under the same id (insert-if-absent) before it looked
+/// again, it went on with the new task's events as if they were its own (here: the new task's
+/// version 3 in place of the deleted task's cancellation), where a subscription whose task was
+/// deleted ends. Method: a subscriber keeping up (its task's watch in the map), then cancel,
+/// delete, create again and write the same id past the subscriber's next version.
+#[test]
+fn a_subscription_ends_when_its_task_is_deleted_and_its_id_taken_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(TaskStore::open(dir.path(), Options::default()).unwrap());
+    let new_task = || NewTask {
+        task_id: Some("reused".into()),
+        ..NewTask::submitted(None)
+    };
+    store.create(new_task()).unwrap();
+    store.append("reused", None, vec![note("old")]).unwrap();
+    let mut subscription = store.subscribe("reused", 1).unwrap();
+    for _ in 0..2 {
+        assert!(matches!(
+            subscription.try_next().unwrap(),
+            Next::Delivery(_)
+        ));
+    }
+    assert_eq!(subscription.try_next().unwrap(), Next::Idle);
+
+    store.cancel("reused").unwrap();
+    store.delete("reused").unwrap();
+    store.create(new_task()).unwrap();
+    for text in ["new-2", "new-3", "new-4"] {
+        store.append("reused", None, vec![note(text)]).unwrap();
+    }
+    // A second subscriber, of the new task, shares the same watch and sees the new task.
+    let mut newer = store.subscribe("reused", 1).unwrap();
+    assert!(matches!(newer.try_next().unwrap(), Next::Delivery(d) if d.first_version == 1));
+
+    match subscription.try_next().unwrap() {
+        Next::Ended => {}
+        other => panic!("the deleted task's subscription went on with another task: {other:?}"),
+    }
+    assert!(
+        matches!(newer.try_next().unwrap(), Next::Delivery(d) if message_ids(&d.events) == ["new-2"])
+    );
+}
