@@ -382,6 +382,8 @@ pub fn generate() -> Result<Vec<Seed>> {
     }
     add("segment_recover", "fix_header_and_crcs", headerless);
 
+    compacted_segment_seeds(&mut add)?;
+
     // Event batches (as payloads of one record), with and without a store replaying them.
     for (i, payload) in batch_payloads.iter().enumerate() {
         add(
@@ -534,7 +536,8 @@ pub fn generate() -> Result<Vec<Seed>> {
         );
     }
 
-    // Operation sequences: appends that roll segments, reads, syncs, crashes, faults, reopen.
+    // Operation sequences: appends that roll segments, reads, syncs, crashes, faults, reopen,
+    // compactions (see `log_model_compact_seeds`).
     let ops: &[(&str, &[u8])] = &[
         (
             "append_read_reopen",
@@ -576,7 +579,183 @@ pub fn generate() -> Result<Vec<Seed>> {
     for (name, bytes) in ops {
         add("log_model", name, bytes.to_vec());
     }
+    for (name, bytes) in log_model_compact_seeds() {
+        add("log_model", name, bytes);
+    }
     Ok(seeds)
+}
+
+/// `segment_recover` seeds cut from a compacted log (engine/FORMAT.md §3.1, §4.1): an oversized
+/// record alone in segment 1, small records 2..=13 (some with empty payloads), another oversized
+/// record that seals them; a compaction up to position 13 merges segments 1 and 2 into one
+/// compacted segment with gap frames; a truncation after 13 and three small appends leave a
+/// small last segment 14..=16.
+fn compacted_segment_seeds(add: &mut impl FnMut(&'static str, &str, Vec<u8>)) -> Result<()> {
+    let dir = scratch_dir()?;
+    let log_options = options(RecoveryMode::TolerateTail, SyncPolicy::Never, 64);
+    let log = engine("open", Log::open(dir.path(), log_options.clone()))?;
+    engine(
+        "append",
+        log.append(&[NewRecord::new(1, &[0x5A; 64 * 1024])]),
+    )?;
+    for i in 2..=13u8 {
+        let payload = vec![i; usize::from(i % 4) * 7];
+        engine("append", log.append(&[NewRecord::new(i, &payload)]))?;
+    }
+    engine(
+        "append",
+        log.append(&[NewRecord::new(1, &[0xA5; 64 * 1024])]),
+    )?;
+    // Dead: 1, 3..=5, 7, 12, 13 (runs at the start, inside, and at the end).
+    let live = |p: u64| matches!(p, 2 | 6 | 8..=11);
+    engine("compact", log.compact(14, &live))?;
+    engine(
+        "truncate_after",
+        log.truncate_after(tasklog_engine::Position::new(13)),
+    )?;
+    for i in 14..=16u8 {
+        engine("append", log.append(&[NewRecord::new(i, &[i; 20])]))?;
+    }
+    engine("close", log.close())?;
+    let read = |name: String| fs::read(dir.path().join(&name)).context(name);
+    let compacted = read(segment::file_name(1))?;
+    let compacted_index = read(format!("{:020}.idx", 1))?;
+    let last = read(segment::file_name(14))?;
+    let len = |bytes: &[u8]| u16::try_from(bytes.len()).unwrap_or(u16::MAX).to_le_bytes();
+
+    // The compacted segment, then the last one (names from their headers).
+    let two = [&[0x01][..], &len(&compacted), &compacted, &last].concat();
+    add("segment_recover", "compacted_then_last", two.clone());
+    // The same with the compacted segment's own index file.
+    add(
+        "segment_recover",
+        "compacted_then_last_with_index",
+        [
+            &[0x01 | 0x08 | 0x10][..],
+            &len(&compacted),
+            &len(&compacted_index),
+            &compacted,
+            &compacted_index,
+            &last,
+        ]
+        .concat(),
+    );
+    // The compacted segment alone: last, as an interrupted truncation leaves it.
+    add(
+        "segment_recover",
+        "compacted_last",
+        with_control(0, &compacted),
+    );
+    // Headers rewritten from the frames as compacted ones (`0x80`), CRCs repaired: a mutated gap
+    // frame reaches the frame checks.
+    let body = compacted.get(segment::HEADER_BYTES..).unwrap_or_default();
+    add(
+        "segment_recover",
+        "compacted_fix_headers",
+        [
+            &[0x80 | 0x04 | 0x02][..],
+            &[0; segment::HEADER_BYTES][..],
+            body,
+        ]
+        .concat(),
+    );
+    // A gap frame's count off by one behind a valid CRC: the frames disagree with the header.
+    let mut miscounted = compacted.clone();
+    if let Some(count) = miscounted.get_mut(segment::HEADER_BYTES + frame::HEADER_BYTES) {
+        *count = count.wrapping_add(1);
+    }
+    add(
+        "segment_recover",
+        "compacted_gap_count_fix_crc",
+        [&[0x01 | 0x04][..], &len(&miscounted), &miscounted, &last].concat(),
+    );
+
+    // Everything before 14 dead: one gap frame, no record.
+    let log = engine("reopen", Log::open(dir.path(), log_options))?;
+    engine("compact", log.compact(14, &|_| false))?;
+    engine("close", log.close())?;
+    let gap_only = read(segment::file_name(1))?;
+    add(
+        "segment_recover",
+        "compacted_gap_only_then_last",
+        [&[0x01][..], &len(&gap_only), &gap_only, &last].concat(),
+    );
+    Ok(())
+}
+
+/// `log_model` operation sequences with compactions (op 16: `u16` horizon pick, mask, modulus).
+fn log_model_compact_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    /// Append `count` records of `len` bytes (op 0).
+    fn append(ops: &mut Vec<u8>, count: u8, len: u16) {
+        let [lo, hi] = len.to_le_bytes();
+        ops.extend_from_slice(&[0, count - 1, lo, hi, 1]);
+    }
+    /// Compact with the horizon pick, mask and modulus byte given.
+    fn compact(ops: &mut Vec<u8>, pick: u16, mask: u8, modulus: u8) {
+        let [lo, hi] = pick.to_le_bytes();
+        ops.extend_from_slice(&[16, lo, hi, mask, modulus]);
+    }
+    // Two sealed segments (1..=4; 5..=12), the active one from 13: odd positions dead. The
+    // horizon pick 17 is past the end of the 16 records.
+    let mut sealed = vec![0x00];
+    append(&mut sealed, 4, 15_000);
+    append(&mut sealed, 4, 15_000);
+    append(&mut sealed, 4, 100);
+    append(&mut sealed, 4, 15_000);
+    let base = sealed.clone();
+    compact(&mut sealed, 17, 0x55, 1);
+
+    // Then reads, a range read over a gap, a refused truncation into the compacted segment, a
+    // reopen, a second pass with everything dead, a crash, an allowed truncation and a purge.
+    let mut reopen = sealed.clone();
+    reopen.extend_from_slice(&[7, 0, 0, 7, 4, 0, 8, 0, 0, 9, 9, 2, 0, 12]);
+    compact(&mut reopen, 17, 0x00, 0);
+    reopen.extend_from_slice(&[13, 1, 0, 0x80, 0, 0, 9, 14, 0, 10, 5, 0, 12]);
+
+    // Failures in a pass: the first write, the third sync (before the commit) and the fourth
+    // (after it, which poisons the log).
+    let mut failures = Vec::new();
+    for (name, arg) in [
+        ("compact_failed_write", 0x00),
+        ("compact_failed_sync_before_commit", 0x82),
+        ("compact_failed_sync_after_commit", 0x83),
+    ] {
+        let mut ops = base.clone();
+        ops.extend_from_slice(&[15, arg]);
+        compact(&mut ops, 17, 0x55, 1);
+        ops.extend_from_slice(&[12]);
+        failures.push((name, ops));
+    }
+
+    // A horizon inside the second sealed segment: only the first is reached. Then a second pass
+    // that merges the small compacted output with the next segment.
+    let mut partial = base.clone();
+    compact(&mut partial, 7, 0x01, 2);
+    append(&mut partial, 4, 15_000);
+    compact(&mut partial, 21, 0xFE, 7);
+
+    // A segment of isolated dead empty records between live large ones: its rewrite outgrows
+    // segment_bytes_max by the gap frames (engine/FORMAT.md §3.1).
+    let mut lone = vec![0x00];
+    for _ in 0..4 {
+        append(&mut lone, 1, 0);
+        append(&mut lone, 1, 15_000);
+    }
+    for _ in 0..42 {
+        append(&mut lone, 4, 0);
+    }
+    append(&mut lone, 1, 15_000);
+    compact(&mut lone, 178, 0x55, 1);
+    lone.push(12);
+
+    let mut out = vec![
+        ("compact_sealed", sealed),
+        ("compact_reopen_truncate_crash", reopen),
+        ("compact_partial_then_merge", partial),
+        ("compact_lone_segment_grows", lone),
+    ];
+    out.extend(failures);
+    out
 }
 
 /// Writes [`generate`]'s seeds into `root/<target>/<name>`.
