@@ -185,7 +185,9 @@ fn plan_input(segment: Arc<Sealed>, live: &dyn Fn(u64) -> bool) -> Result<Input>
 
 /// Splits the inputs into outputs (index ranges): runs of consecutive segments worth rewriting,
 /// each run cut so that an output stays within `segment_bytes_max` and its positions fit the
-/// index's `u32` offsets. A lone segment with nothing to remove is no output.
+/// index's `u32` offsets. A lone segment with nothing to remove is no output; one with records to
+/// remove is rewritten whatever its output's size, which can exceed `segment_bytes_max` by 8 bytes
+/// per removed empty record (its gap frame is longer than its frame, FORMAT.md §3.1).
 fn groups(inputs: &[Input], segment_bytes_max: u64) -> Vec<Range<usize>> {
     let mut out = Vec::new();
     let keep = |range: Range<usize>, out: &mut Vec<Range<usize>>| {

@@ -371,3 +371,52 @@ fn outputs_with_many_gap_frames_stay_within_the_segment_size() {
     }
     check(&log, &written, &even, horizon);
 }
+
+/// Found by the `log_model` fuzz target (2026-12-02): a removed record with an empty payload
+/// between two survivors becomes a gap frame 8 bytes longer than its own frame, so a segment
+/// rewritten alone (nothing to merge it with) can outgrow `segment_bytes_max`; FORMAT.md §3.1
+/// promised every output stays within it. The promise now holds for merges and bounds the rest:
+/// every dead record is still removed, the output grows by at most 8 bytes per removed empty
+/// record, and the log reopens.
+#[test]
+fn a_segment_rewritten_alone_grows_by_at_most_a_gap_frame_per_empty_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = small_segments();
+    let log = Log::open(dir.path(), options.clone()).unwrap();
+    // Four large records at even positions, empty ones around them, until the first segment
+    // rolls (within one empty frame of segment_bytes_max).
+    let mut written = BTreeMap::new();
+    while log.segment_count() == 1 {
+        let position = log.next_position().get();
+        let bytes = if position.is_multiple_of(2) && position < 10 {
+            payload(1, position, 15_000)
+        } else {
+            Vec::new()
+        };
+        log.append(&[NewRecord::new(3, &bytes)]).unwrap();
+        written.insert(position, bytes);
+    }
+    let before = log.segments()[0].clone();
+    let even = |p: u64| p.is_multiple_of(2);
+    let horizon = log.next_position().get();
+    let report = log.compact(horizon, &even).unwrap();
+    let after = log.segments()[0].clone();
+    assert!(after.compacted, "{after:?}");
+    assert_eq!(
+        (after.first_position, after.last_position),
+        (before.first_position, before.last_position)
+    );
+    let dead = (before.first_position..=before.last_position).filter(|p| !even(*p));
+    assert_eq!(report.records_removed, dead.clone().count() as u64);
+    let removed_empty = dead.filter(|p| written[p].is_empty()).count() as u64;
+    // The case at hand: every removed record was empty and alone between survivors.
+    assert!(after.bytes > before.bytes, "{before:?} -> {after:?}");
+    assert!(
+        after.bytes <= before.bytes + 8 * removed_empty,
+        "{before:?} -> {after:?}, {removed_empty} empty records removed"
+    );
+    check(&log, &written, &even, horizon);
+    drop(log);
+    let log = Log::open(dir.path(), options).unwrap();
+    check(&log, &written, &even, horizon);
+}
