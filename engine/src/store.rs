@@ -711,10 +711,10 @@ impl TaskStore {
                     }
                     tasks.push(task);
                 }
-                // Deleted, and its records purged or compacted away, since the page was chosen:
-                // not on this page.
+                // Deleted, and its records purged or compacted away, since the page was chosen
+                // (perhaps with another task created under its id since): not on this page.
                 Err(Error::NotFound { .. } | Error::Compacted { .. })
-                    if self.version(&task_id).is_none() => {}
+                    if self.created(&task_id) != positions.first().copied() => {}
                 Err(error) => return Err(error),
             }
         }

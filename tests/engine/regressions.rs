@@ -607,3 +607,73 @@ fn push_out_of_memory(store: &tasklog_engine::TaskStore) {
             .unwrap();
     }
 }
+
+/// Bug: a listing beside deletes and compactions left a deleted task off only when its id was
+/// free; when another task had been created under the id meanwhile (insert-if-absent), the
+/// listing failed with `Error::Compacted`. Method: as t15, with each victim's id taken again
+/// right after its records are compacted away.
+#[test]
+fn t17_a_listing_leaves_off_a_deleted_task_whose_id_was_taken_again() {
+    use tasklog_engine::event::Event;
+    use tasklog_engine::model::{Message, Role, TaskState, TaskStatus};
+    use tasklog_engine::{ListQuery, NewTask, TaskStore};
+
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options {
+        sync: SyncPolicy::Never,
+        ..small_segments()
+    };
+    let store = Arc::new(TaskStore::open(dir.path(), options).unwrap());
+    let text = "v".repeat(2_000);
+    let victims: Vec<String> = (0..100)
+        .map(|_| {
+            let message = Message::text("m", Role::User, &text);
+            let id = store
+                .create(NewTask::submitted(Some(message)))
+                .unwrap()
+                .task_id;
+            let done = Event::Status(TaskStatus::new(TaskState::Completed));
+            store.append(&id, None, vec![done]).unwrap();
+            id
+        })
+        .collect();
+    push_out_of_memory(&store);
+    let stop = Arc::new(AtomicBool::new(false));
+    let lister = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let query = ListQuery {
+                state: Some(TaskState::Completed),
+                page_size: Some(100),
+                ..ListQuery::default()
+            };
+            let mut listings = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match store.list(&query) {
+                    // Only completed tasks: a re-created id is a submitted task.
+                    Ok(page) => assert!(
+                        page.tasks
+                            .iter()
+                            .all(|task| task.status.state == TaskState::Completed)
+                    ),
+                    Err(error) => return Err(format!("after {listings} listings: {error}")),
+                }
+                listings += 1;
+            }
+            Ok(listings)
+        })
+    };
+    for id in &victims {
+        store.delete(id).unwrap();
+        store.compact().unwrap();
+        store
+            .create(NewTask {
+                task_id: Some(id.clone()),
+                ..NewTask::submitted(None)
+            })
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let listings = lister.join().unwrap().unwrap();
+    assert!(listings > 0);
+}
