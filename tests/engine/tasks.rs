@@ -810,6 +810,26 @@ fn retention_deletes_old_terminal_tasks_and_reclaims_whole_segments() {
         ..Default::default()
     };
     let now = tasklog_engine::model::Timestamp(i64::MAX / 2);
+    // What a replicated leader would propose: the oldest first, at most as many as asked, each
+    // with the version judged; nothing without a policy.
+    let all_due = store.retention_due(&policy, now, usize::MAX);
+    let mut due_ids: Vec<&String> = all_due.iter().map(|(id, _)| id).collect();
+    due_ids.sort();
+    let mut oldest: Vec<&String> = ids[..240].iter().collect();
+    oldest.sort();
+    assert_eq!(due_ids, oldest, "the 240 oldest terminal tasks");
+    assert!(all_due.iter().all(|(_, version)| *version == 2));
+    assert_eq!(store.retention_due(&policy, now, 5), all_due[..5]);
+    assert!(
+        store
+            .retention_due(&tasklog_engine::Retention::default(), now, usize::MAX)
+            .is_empty()
+    );
+    let by_age = tasklog_engine::Retention {
+        terminal_ttl_ms: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(store.retention_due(&by_age, now, usize::MAX).len(), 250);
     let report = store.apply_retention(&policy, now).unwrap();
     assert_eq!(report.deleted.len(), 240);
     let deleted: HashSet<&String> = report.deleted.iter().collect();
