@@ -1159,26 +1159,24 @@ impl TaskStore {
             return Vec::new();
         }
         let table = lock(&self.table);
-        let terminal = table.tasks.terminal_oldest_first();
         let over_count = policy
             .terminal_count_max
-            .map_or(0, |keep| terminal.len().saturating_sub(keep));
+            .map_or(0, |keep| table.tasks.terminal_count().saturating_sub(keep));
         let ttl_ms = policy
             .terminal_ttl_ms
             .map(|ttl| i64::try_from(ttl).unwrap_or(i64::MAX));
-        terminal
-            .iter()
+        // Oldest first: once a task is neither over the count nor expired, no later one is.
+        table
+            .tasks
+            .terminal_oldest()
             .enumerate()
-            .filter(|(i, (status_time, _))| {
+            .take_while(|(i, (_, meta))| {
                 *i < over_count
-                    || ttl_ms.is_some_and(|ttl| status_time.0.saturating_add(ttl) <= now.0)
+                    || ttl_ms
+                        .is_some_and(|ttl| meta.status_timestamp.0.saturating_add(ttl) <= now.0)
             })
             .take(max)
-            .filter_map(|(_, (_, task_id))| {
-                let task_id = task_id.to_string();
-                let version = table.tasks.get(&task_id)?.version;
-                Some((task_id, version))
-            })
+            .map(|(_, (task_id, meta))| (task_id.to_string(), meta.version))
             .collect()
     }
 
