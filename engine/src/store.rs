@@ -1145,31 +1145,56 @@ impl TaskStore {
         self.append(task_id, None, vec![Event::Deleted])
     }
 
+    /// The terminal tasks that `policy` says are too old or too many as of `now`, oldest status
+    /// first, at most `max` of them, each with its version (a delete made with it as the
+    /// expected version removes exactly the task that was judged). A replication layer's leader
+    /// proposes their deletes; [`TaskStore::apply_retention`] makes them itself.
+    pub fn retention_due(
+        &self,
+        policy: &Retention,
+        now: Timestamp,
+        max: usize,
+    ) -> Vec<(String, u64)> {
+        if policy.terminal_ttl_ms.is_none() && policy.terminal_count_max.is_none() {
+            return Vec::new();
+        }
+        let table = lock(&self.table);
+        let over_count = policy
+            .terminal_count_max
+            .map_or(0, |keep| table.tasks.terminal_count().saturating_sub(keep));
+        let ttl_ms = policy
+            .terminal_ttl_ms
+            .map(|ttl| i64::try_from(ttl).unwrap_or(i64::MAX));
+        // Oldest first: once a task is neither over the count nor expired, no later one is.
+        table
+            .tasks
+            .terminal_oldest()
+            .enumerate()
+            .take_while(|(i, (_, meta))| {
+                *i < over_count
+                    || ttl_ms
+                        .is_some_and(|ttl| meta.status_timestamp.0.saturating_add(ttl) <= now.0)
+            })
+            .take(max)
+            .map(|(_, (task_id, meta))| (task_id.to_string(), meta.version))
+            .collect()
+    }
+
     /// Deletes the terminal tasks that `policy` says are too old or too many, as of `now`, then
     /// removes the whole segments that no live task needs any more.
     ///
     /// # Errors
     /// Log errors. A task that changed meanwhile is skipped, not an error.
     pub fn apply_retention(&self, policy: &Retention, now: Timestamp) -> Result<RetentionReport> {
-        let terminal = lock(&self.table).tasks.terminal_oldest_first();
-        let over_count = policy
-            .terminal_count_max
-            .map_or(0, |max| terminal.len().saturating_sub(max));
         let mut report = RetentionReport::default();
-        for (i, (status_time, task_id)) in terminal.iter().enumerate() {
-            let expired = policy.terminal_ttl_ms.is_some_and(|ttl| {
-                status_time
-                    .0
-                    .saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX))
-                    <= now.0
-            });
-            if i >= over_count && !expired {
-                continue;
-            }
-            let task_id = task_id.to_string();
-            match self.delete(&task_id) {
+        for (task_id, version) in self.retention_due(policy, now, usize::MAX) {
+            match self.append(&task_id, Some(version), vec![Event::Deleted]) {
                 Ok(_) => report.deleted.push(task_id),
-                Err(Error::TaskNotFound { .. } | Error::InvalidEvent { .. }) => {}
+                Err(
+                    Error::TaskNotFound { .. }
+                    | Error::InvalidEvent { .. }
+                    | Error::VersionConflict { .. },
+                ) => {}
                 Err(error) => return Err(error),
             }
         }

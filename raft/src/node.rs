@@ -11,7 +11,9 @@ use openraft::error::{ClientWriteError, RaftError};
 use openraft::impls::BasicNode;
 use openraft::{ChangeMembers, Config, RaftNetworkFactory, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
-use tasklog_engine::{Options, Position, SyncPolicy, TaskStore, Write, Written};
+use tasklog_engine::event::Event;
+use tasklog_engine::model::Timestamp;
+use tasklog_engine::{Options, Position, Retention, SyncPolicy, TaskStore, Write, Written};
 
 use crate::log_store::LogStore;
 use crate::snapshot::SnapshotFile;
@@ -434,6 +436,46 @@ impl Node {
                 Err(error) => return Err(write_error(error)),
             }
         }
+    }
+
+    /// Leader only: proposes the deletes of up to `max` terminal tasks that `policy` says are too
+    /// old or too many as of `now` (the leader's clock decides; the deletes are ordinary
+    /// replicated writes, so every node applies the same decision). Each delete names the version
+    /// that was judged, so a task that changed meanwhile is left alone. Returns how many were
+    /// deleted; 0 on a node that is not the leader.
+    ///
+    /// # Errors
+    /// [`NodeError::Raft`] when Raft stopped or storage failed. Losing leadership midway is no
+    /// error: the sweep stops and the next leader's sweep goes on.
+    pub async fn sweep_retention(
+        &self,
+        policy: &Retention,
+        now: Timestamp,
+        max: usize,
+    ) -> Result<usize, NodeError> {
+        if self.metrics().state != ServerState::Leader {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        for (task_id, version) in self.store.retention_due(policy, now, max) {
+            let delete = Write::Append {
+                task_id,
+                expected_version: Some(version),
+                events: vec![Event::Deleted],
+            };
+            match self.write(delete).await {
+                Ok(_) => deleted += 1,
+                // Deleted, changed or re-created since it was judged: not this sweep's task.
+                Err(NodeError::Rejected(
+                    tasklog_engine::Error::TaskNotFound { .. }
+                    | tasklog_engine::Error::VersionConflict { .. }
+                    | tasklog_engine::Error::InvalidEvent { .. },
+                )) => {}
+                Err(NodeError::NotLeader { .. } | NodeError::Unknown) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(deleted)
     }
 
     /// Waits until this node has applied at least `position` (read-your-writes on any node: pass

@@ -9,6 +9,8 @@
 //! certs_dir = "certs"               # ca.pem, node-1.pem, node-1.key (`tasklog certs`)
 //! peers = ["2=127.0.0.1:7002", "3=127.0.0.1:7003"]
 //! bootstrap = true                  # on the first start only: make the cluster from id + peers
+//! retention_ttl_secs = 86400        # delete finished tasks a day after they finished
+//! retention_max_terminal_tasks = 100000  # and keep at most this many finished tasks
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,6 +20,7 @@ use std::time::Duration;
 
 use clap::Args;
 use serde::Deserialize;
+use tasklog_engine::Retention;
 use tasklog_raft::{NodeId, Timing};
 
 /// `tasklog serve`'s flags; every one can come from the config file instead.
@@ -55,6 +58,16 @@ pub struct ServeArgs {
     /// it). It must exceed twice the heartbeat.
     #[arg(long)]
     pub election_timeout_ms: Option<u64>,
+    /// Delete terminal tasks (completed, failed, canceled, rejected) this many seconds after
+    /// their final status. The leader decides; the deletes are replicated writes.
+    #[arg(long)]
+    pub retention_ttl_secs: Option<u64>,
+    /// Keep at most this many terminal tasks; the oldest go first.
+    #[arg(long)]
+    pub retention_max_terminal_tasks: Option<u64>,
+    /// How often the leader applies the retention policy, in milliseconds (default 10,000).
+    #[arg(long)]
+    pub retention_interval_ms: Option<u64>,
 }
 
 /// The config file: the same keys as the flags.
@@ -72,6 +85,9 @@ struct ConfigFile {
     bootstrap: bool,
     heartbeat_ms: Option<u64>,
     election_timeout_ms: Option<u64>,
+    retention_ttl_secs: Option<u64>,
+    retention_max_terminal_tasks: Option<u64>,
+    retention_interval_ms: Option<u64>,
 }
 
 /// A node's complete, checked configuration.
@@ -95,6 +111,10 @@ pub struct NodeConfig {
     pub heartbeat: Duration,
     /// Lower bound of the election timeout (the upper is twice it).
     pub election_timeout: Duration,
+    /// Which terminal tasks the leader deletes (nothing when both limits are unset).
+    pub retention: Retention,
+    /// How often the leader applies `retention`.
+    pub retention_interval: Duration,
 }
 
 /// A configuration that cannot run.
@@ -182,6 +202,29 @@ impl NodeConfig {
                  ({heartbeat:?}), which must not be zero"
             )));
         }
+        let retention_ttl_ms = match args.retention_ttl_secs.or(file.retention_ttl_secs) {
+            Some(secs) => Some(secs.checked_mul(1000).ok_or_else(|| {
+                ConfigError::Invalid(format!("retention TTL of {secs} s is too long"))
+            })?),
+            None => None,
+        };
+        let retention = Retention {
+            terminal_ttl_ms: retention_ttl_ms,
+            terminal_count_max: args
+                .retention_max_terminal_tasks
+                .or(file.retention_max_terminal_tasks)
+                .map(|max| usize::try_from(max).unwrap_or(usize::MAX)),
+        };
+        let retention_interval = Duration::from_millis(
+            args.retention_interval_ms
+                .or(file.retention_interval_ms)
+                .unwrap_or(10_000),
+        );
+        if retention_interval.is_zero() {
+            return Err(ConfigError::Invalid(
+                "the retention interval must not be zero".into(),
+            ));
+        }
         let config = NodeConfig {
             id,
             data_dir: required(
@@ -200,6 +243,8 @@ impl NodeConfig {
             bootstrap: args.bootstrap || file.bootstrap,
             heartbeat,
             election_timeout,
+            retention,
+            retention_interval,
         };
         if config.raft_addr == config.http_addr && config.raft_addr.port() != 0 {
             return Err(ConfigError::Invalid(format!(
@@ -315,6 +360,34 @@ mod tests {
     }
 
     #[test]
+    fn retention_comes_from_flags_or_the_file_and_is_off_by_default() {
+        let config = NodeConfig::load(&args()).unwrap();
+        assert_eq!(config.retention, Retention::default());
+        assert_eq!(config.retention_interval, Duration::from_secs(10));
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("node.toml");
+        std::fs::write(
+            &path,
+            "retention_ttl_secs = 60\nretention_max_terminal_tasks = 5\nretention_interval_ms = 250\n",
+        )
+        .unwrap();
+        let config = NodeConfig::load(&ServeArgs {
+            config: Some(path),
+            retention_max_terminal_tasks: Some(9),
+            ..args()
+        })
+        .unwrap();
+        assert_eq!(config.retention.terminal_ttl_ms, Some(60_000));
+        assert_eq!(
+            config.retention.terminal_count_max,
+            Some(9),
+            "the flag wins"
+        );
+        assert_eq!(config.retention_interval, Duration::from_millis(250));
+    }
+
+    #[test]
     fn bad_settings_say_what_is_wrong() {
         let cases: Vec<(ServeArgs, &str)> = vec![
             (ServeArgs { id: None, ..args() }, "--id"),
@@ -366,6 +439,20 @@ mod tests {
                     ..args()
                 },
                 "both",
+            ),
+            (
+                ServeArgs {
+                    retention_interval_ms: Some(0),
+                    ..args()
+                },
+                "retention interval",
+            ),
+            (
+                ServeArgs {
+                    retention_ttl_secs: Some(u64::MAX),
+                    ..args()
+                },
+                "too long",
             ),
             (
                 ServeArgs {

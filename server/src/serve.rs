@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use tasklog_engine::model::Timestamp;
 use tasklog_raft::Node;
 use tasklog_raft::forward::{Forwarder, LEADER_WAIT_DEFAULT, NodeHandler};
 use tasklog_raft::network::{
@@ -19,6 +20,9 @@ use crate::http::{AppState, router};
 
 /// Grace for RPCs in flight when the transport closes.
 const TRANSPORT_GRACE: Duration = Duration::from_secs(2);
+
+/// Deletes one retention round proposes at most; the rest waits for the next round.
+const RETENTION_DELETES_MAX: usize = 1000;
 
 /// Runs the node until `stop` completes, then shuts it down in order.
 ///
@@ -73,11 +77,16 @@ pub async fn run(
         config.raft_addr,
         config.data_dir.display()
     );
+    let sweeper = retention_sweeper(&node, &config).map(tokio::spawn);
     let served = axum::serve(http, router(AppState::new(forwarder)))
         .with_graceful_shutdown(stop)
         .await
         .context("serve HTTP");
     tracing::info!(id = config.id, "stopping");
+    if let Some(sweeper) = sweeper {
+        // A delete in flight is dropped with it; proposed or not, Raft stays consistent.
+        sweeper.abort();
+    }
     let stopped = node.shutdown().await.context("stop Raft and checkpoint");
     transport.shutdown(TRANSPORT_GRACE).await;
     served.and(stopped)?;
@@ -104,6 +113,35 @@ async fn bootstrap(node: &Node, config: &NodeConfig) -> anyhow::Result<()> {
         .context("make the cluster")?;
     tracing::info!(id = config.id, members = ?config.members(), "cluster made");
     Ok(())
+}
+
+/// The leader's retention loop, when the configuration asks for one: every interval, if this
+/// node leads, it proposes the deletes of the terminal tasks the policy says are too old or too
+/// many, at most [`RETENTION_DELETES_MAX`] a round so that one round never floods the log.
+fn retention_sweeper(
+    node: &Node,
+    config: &NodeConfig,
+) -> Option<impl Future<Output = ()> + Send + 'static> {
+    let policy = config.retention;
+    if policy.terminal_ttl_ms.is_none() && policy.terminal_count_max.is_none() {
+        return None;
+    }
+    let (node, interval) = (node.clone(), config.retention_interval);
+    Some(async move {
+        let mut ticks = tokio::time::interval(interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            match node
+                .sweep_retention(&policy, Timestamp::now(), RETENTION_DELETES_MAX)
+                .await
+            {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "retention deleted terminal tasks"),
+                Err(error) => tracing::warn!(%error, "retention round failed; next round retries"),
+            }
+        }
+    })
 }
 
 /// Completes on the first SIGINT or SIGTERM (Ctrl-C or a service manager's stop).

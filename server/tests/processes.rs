@@ -42,14 +42,15 @@ struct Cluster {
 impl Cluster {
     /// `n` nodes, node 1 bootstrapping, all started and agreeing on a leader.
     fn start(n: u64) -> Cluster {
+        Self::start_with(n, &[])
+    }
+
+    /// As [`Cluster::start`], with more flags for every node.
+    fn start_with(n: u64, extra_args: &[&str]) -> Cluster {
         let root = tempfile::tempdir().unwrap();
-        let inner = LocalCluster::start(
-            Path::new(BIN),
-            root.path(),
-            n,
-            &["--heartbeat-ms", "100", "--election-timeout-ms", "500"],
-        )
-        .unwrap();
+        let mut args = vec!["--heartbeat-ms", "100", "--election-timeout-ms", "500"];
+        args.extend_from_slice(extra_args);
+        let inner = LocalCluster::start(Path::new(BIN), root.path(), n, &args).unwrap();
         let cluster = Cluster { _root: root, inner };
         cluster.leader(&cluster.inner.ids());
         cluster
@@ -552,6 +553,100 @@ fn status_of(error: &ClientError) -> u16 {
         ClientError::Api { status, .. } => *status,
         _ => 0,
     }
+}
+
+/// Goal: retention on a cluster is the leader's decision, carried out as replicated deletes:
+/// every node drops the same terminal tasks (the oldest beyond the count kept), keeps the others
+/// and every active task, and the new leader goes on after the old one stops. Method: three nodes
+/// keeping 2 terminal tasks, checked every 100 ms; five tasks completed one after another and
+/// one left working; then the leader stopped and one more task completed.
+#[test]
+fn retention_deletes_the_same_terminal_tasks_on_every_node() {
+    let mut cluster = Cluster::start_with(
+        3,
+        &[
+            "--retention-max-terminal-tasks",
+            "2",
+            "--retention-interval-ms",
+            "100",
+        ],
+    );
+    let ids = [1, 2, 3];
+    let complete = |client: &Client, task_id: &str| {
+        let created = client
+            .create(&CreateRequest {
+                task_id: Some(task_id.to_owned()),
+                ..CreateRequest::default()
+            })
+            .unwrap();
+        client
+            .append(
+                task_id,
+                &AppendRequest {
+                    expected_version: Some(created.version),
+                    events: vec![EventBody::Status(TaskStatus::new(TaskState::Completed))],
+                },
+            )
+            .unwrap()
+            .position
+    };
+    let active = cluster
+        .client(1)
+        .create(&CreateRequest {
+            task_id: Some("active".to_owned()),
+            ..CreateRequest::default()
+        })
+        .unwrap();
+    let mut last = active.position;
+    for i in 0..5usize {
+        last = complete(cluster.client(ids[i % 3]), &format!("done-{i}"));
+        // Distinct status times: the order "oldest first" is the order written.
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let present = |client: &Client, task_id: &str| match client.get(task_id, "") {
+        Ok(_) => true,
+        Err(error) if error.reason() == Some("TASK_NOT_FOUND") => false,
+        Err(error) => panic!("get {task_id}: {error}"),
+    };
+    let expect = |cluster: &Cluster, last: u64, among: &[NodeId], gone: &[&str], kept: &[&str]| {
+        for &id in among {
+            let client = cluster.client(id);
+            eventually(&format!("retention on node {id}"), || {
+                // Read at least what was written, then look.
+                client
+                    .get("active", &format!("atLeastPosition={last}&waitMs=5000"))
+                    .ok()?;
+                gone.iter().all(|task| !present(client, task)).then_some(())
+            });
+            for task in kept {
+                assert!(
+                    present(client, task),
+                    "node {id} lost {task}\n{}",
+                    cluster.logs()
+                );
+            }
+        }
+    };
+    expect(
+        &cluster,
+        last,
+        &ids,
+        &["done-0", "done-1", "done-2"],
+        &["done-3", "done-4", "active"],
+    );
+
+    let leader = cluster.leader(&ids);
+    assert!(cluster.sigterm(leader).success());
+    let survivors: Vec<NodeId> = ids.iter().copied().filter(|&id| id != leader).collect();
+    cluster.leader(&survivors);
+    let last = complete(cluster.client(survivors[0]), "done-5");
+    expect(
+        &cluster,
+        last,
+        &survivors,
+        &["done-0", "done-1", "done-2", "done-3"],
+        &["done-4", "done-5", "active"],
+    );
 }
 
 #[test]

@@ -810,6 +810,31 @@ fn retention_deletes_old_terminal_tasks_and_reclaims_whole_segments() {
         ..Default::default()
     };
     let now = tasklog_engine::model::Timestamp(i64::MAX / 2);
+    // What a replicated leader would propose: the oldest first, at most as many as asked, each
+    // with the version judged; nothing without a policy.
+    let all_due = store.retention_due(&policy, now, usize::MAX);
+    let mut due_ids: Vec<&String> = all_due.iter().map(|(id, _)| id).collect();
+    due_ids.sort();
+    let mut oldest: Vec<&String> = ids[..240].iter().collect();
+    oldest.sort();
+    assert_eq!(due_ids, oldest, "the 240 oldest terminal tasks");
+    assert!(all_due.iter().all(|(_, version)| *version == 2));
+    let times: Vec<_> = all_due
+        .iter()
+        .map(|(id, _)| store.get(id, Some(0)).unwrap().status.timestamp)
+        .collect();
+    assert!(times.is_sorted(), "oldest status first");
+    assert_eq!(store.retention_due(&policy, now, 5), all_due[..5]);
+    assert!(
+        store
+            .retention_due(&tasklog_engine::Retention::default(), now, usize::MAX)
+            .is_empty()
+    );
+    let by_age = tasklog_engine::Retention {
+        terminal_ttl_ms: Some(1),
+        ..Default::default()
+    };
+    assert_eq!(store.retention_due(&by_age, now, usize::MAX).len(), 250);
     let report = store.apply_retention(&policy, now).unwrap();
     assert_eq!(report.deleted.len(), 240);
     let deleted: HashSet<&String> = report.deleted.iter().collect();
@@ -1243,4 +1268,41 @@ fn a_truncated_or_damaged_checkpoint_is_rebuilt_and_version_2_is_read() {
     store.close().unwrap();
     // Its close wrote version 3 again.
     assert_eq!(std::fs::read(&path).unwrap(), good);
+}
+
+/// Goal: retention judges terminal tasks oldest first across the four terminal states (their
+/// order lists are merged, not read one after another). Method: tasks ended in turn as
+/// completed, failed, canceled and rejected, a few milliseconds apart; everything is due.
+#[test]
+fn retention_due_merges_the_terminal_states_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = TaskStore::open(dir.path(), Options::default()).unwrap();
+    let states = [
+        TaskState::Completed,
+        TaskState::Failed,
+        TaskState::Canceled,
+        TaskState::Rejected,
+    ];
+    let mut ended = Vec::new();
+    for i in 0..12 {
+        let id = store.create(NewTask::submitted(None)).unwrap().task_id;
+        store
+            .append(&id, None, vec![status(states[i % 4])])
+            .unwrap();
+        ended.push((id, 2));
+        std::thread::sleep(std::time::Duration::from_millis(3));
+    }
+    store.create(NewTask::submitted(None)).unwrap();
+    let policy = tasklog_engine::Retention {
+        terminal_count_max: Some(0),
+        ..Default::default()
+    };
+    let now = tasklog_engine::model::Timestamp::now();
+    assert_eq!(store.retention_due(&policy, now, usize::MAX), ended);
+    assert_eq!(store.retention_due(&policy, now, 3), ended[..3]);
+    let keep_five = tasklog_engine::Retention {
+        terminal_count_max: Some(5),
+        ..Default::default()
+    };
+    assert_eq!(store.retention_due(&keep_five, now, usize::MAX), ended[..7]);
 }
