@@ -751,21 +751,30 @@ fn membership_changes_over_http() {
 #[test]
 fn cluster_command_runs_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let raft = free_port();
-    let http = free_port();
-    // Three consecutive ports from each base: retry on the rare collision.
-    let output = Command::new(BIN)
-        .args(["cluster", "--seconds", "3", "--rate", "30"])
-        .arg("--dir")
-        .arg(dir.path())
-        .args([
-            "--raft-port",
-            &raft.to_string(),
-            "--http-port",
-            &http.to_string(),
-        ])
-        .output()
-        .unwrap();
+    // Three consecutive ports from each base, in the range other tests' connections take their
+    // ports from: the command says at once when one is taken, and then it runs again elsewhere.
+    let run = || {
+        Command::new(BIN)
+            .args(["cluster", "--seconds", "3", "--rate", "30"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args([
+                "--raft-port",
+                &free_port().to_string(),
+                "--http-port",
+                &free_port().to_string(),
+            ])
+            .output()
+            .unwrap()
+    };
+    let mut output = run();
+    for _ in 0..5 {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if output.status.success() || !stderr.contains("is in use") {
+            break;
+        }
+        output = run();
+    }
     let stdout = String::from_utf8_lossy(&output.stdout);
     let logs: String = (1..=3)
         .map(|id| {
