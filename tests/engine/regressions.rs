@@ -452,49 +452,10 @@ fn t14_checkpoints_beside_a_compaction_never_leave_an_older_table_on_disk() {
 ///     with `Compacted`, where a task deleted and purged in between is left off the page.
 #[test]
 fn t15_a_listing_beside_deletes_and_compactions_leaves_deleted_tasks_off() {
-    use tasklog_engine::event::Event;
-    use tasklog_engine::model::{Message, Role, TaskState, TaskStatus};
-    use tasklog_engine::{ListQuery, NewTask, TaskStore};
-
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        sync: SyncPolicy::Never,
-        ..small_segments()
-    };
-    let store = Arc::new(TaskStore::open(dir.path(), options).unwrap());
-    let text = "v".repeat(2_000);
-    let victims: Vec<String> = (0..100)
-        .map(|_| {
-            let message = Message::text("m", Role::User, &text);
-            let id = store
-                .create(NewTask::submitted(Some(message)))
-                .unwrap()
-                .task_id;
-            let done = Event::Status(TaskStatus::new(TaskState::Completed));
-            store.append(&id, None, vec![done]).unwrap();
-            id
-        })
-        .collect();
-    push_out_of_memory(&store);
+    let (store, victims) = store_with_completed_victims(dir.path());
     let stop = Arc::new(AtomicBool::new(false));
-    let lister = {
-        let (store, stop) = (store.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let query = ListQuery {
-                state: Some(TaskState::Completed),
-                page_size: Some(100),
-                ..ListQuery::default()
-            };
-            let mut listings = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                if let Err(error) = store.list(&query) {
-                    return Err(format!("after {listings} listings: {error}"));
-                }
-                listings += 1;
-            }
-            Ok(listings)
-        })
-    };
+    let lister = list_completed_until(&store, &stop);
     for id in &victims {
         store.delete(id).unwrap();
         store.compact().unwrap();
@@ -614,16 +575,41 @@ fn push_out_of_memory(store: &tasklog_engine::TaskStore) {
 /// right after its records are compacted away.
 #[test]
 fn t17_a_listing_leaves_off_a_deleted_task_whose_id_was_taken_again() {
-    use tasklog_engine::event::Event;
-    use tasklog_engine::model::{Message, Role, TaskState, TaskStatus};
-    use tasklog_engine::{ListQuery, NewTask, TaskStore};
+    use tasklog_engine::NewTask;
 
     let dir = tempfile::tempdir().unwrap();
+    let (store, victims) = store_with_completed_victims(dir.path());
+    let stop = Arc::new(AtomicBool::new(false));
+    let lister = list_completed_until(&store, &stop);
+    for id in &victims {
+        store.delete(id).unwrap();
+        store.compact().unwrap();
+        store
+            .create(NewTask {
+                task_id: Some(id.clone()),
+                ..NewTask::submitted(None)
+            })
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    let listings = lister.join().unwrap().unwrap();
+    assert!(listings > 0);
+}
+
+/// A store on small segments holding 100 completed tasks of 2 KB each, their records pushed out
+/// of the store's memory (so reading them reads the log), and the tasks' ids.
+fn store_with_completed_victims(
+    dir: &std::path::Path,
+) -> (Arc<tasklog_engine::TaskStore>, Vec<String>) {
+    use tasklog_engine::event::Event;
+    use tasklog_engine::model::{Message, Role, TaskState, TaskStatus};
+    use tasklog_engine::{NewTask, TaskStore};
+
     let options = Options {
         sync: SyncPolicy::Never,
         ..small_segments()
     };
-    let store = Arc::new(TaskStore::open(dir.path(), options).unwrap());
+    let store = Arc::new(TaskStore::open(dir, options).unwrap());
     let text = "v".repeat(2_000);
     let victims: Vec<String> = (0..100)
         .map(|_| {
@@ -638,42 +624,41 @@ fn t17_a_listing_leaves_off_a_deleted_task_whose_id_was_taken_again() {
         })
         .collect();
     push_out_of_memory(&store);
-    let stop = Arc::new(AtomicBool::new(false));
-    let lister = {
-        let (store, stop) = (store.clone(), stop.clone());
-        std::thread::spawn(move || {
-            let query = ListQuery {
-                state: Some(TaskState::Completed),
-                page_size: Some(100),
-                ..ListQuery::default()
-            };
-            let mut listings = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                match store.list(&query) {
-                    // Only completed tasks: a re-created id is a submitted task.
-                    Ok(page) => assert!(
-                        page.tasks
-                            .iter()
-                            .all(|task| task.status.state == TaskState::Completed)
-                    ),
-                    Err(error) => return Err(format!("after {listings} listings: {error}")),
+    (store, victims)
+}
+
+/// A thread listing the completed tasks, a page of 100, until `stop`: the number of listings, or
+/// the first error (or a listed task that is not completed).
+fn list_completed_until(
+    store: &Arc<tasklog_engine::TaskStore>,
+    stop: &Arc<AtomicBool>,
+) -> std::thread::JoinHandle<Result<u64, String>> {
+    use tasklog_engine::ListQuery;
+    use tasklog_engine::model::TaskState;
+
+    let (store, stop) = (store.clone(), stop.clone());
+    std::thread::spawn(move || {
+        let query = ListQuery {
+            state: Some(TaskState::Completed),
+            page_size: Some(100),
+            ..ListQuery::default()
+        };
+        let mut listings = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            match store.list(&query) {
+                Ok(page) => {
+                    if let Some(task) = page
+                        .tasks
+                        .iter()
+                        .find(|task| task.status.state != TaskState::Completed)
+                    {
+                        return Err(format!("{} listed as completed", task.id));
+                    }
                 }
-                listings += 1;
+                Err(error) => return Err(format!("after {listings} listings: {error}")),
             }
-            Ok(listings)
-        })
-    };
-    for id in &victims {
-        store.delete(id).unwrap();
-        store.compact().unwrap();
-        store
-            .create(NewTask {
-                task_id: Some(id.clone()),
-                ..NewTask::submitted(None)
-            })
-            .unwrap();
-    }
-    stop.store(true, Ordering::Relaxed);
-    let listings = lister.join().unwrap().unwrap();
-    assert!(listings > 0);
+            listings += 1;
+        }
+        Ok(listings)
+    })
 }
