@@ -33,6 +33,28 @@ use crate::record;
 use crate::state::{ListFilter, OrderKey, TaskTable, check_listed_batch, fold};
 use crate::subscribe::{self, BatchLookup, CaughtUp, Tail, TaskSubscription, Watch};
 
+/// A write in flight to one task: other writers to the task, and checkpoints, wait for it.
+/// Dropped without being forgotten (the writer panicked between marking its task busy and
+/// applying its record), it clears the mark and wakes them, and poisons the store's log: whether
+/// the record reached the log is unknown, so the table may no longer match it, and only a reopen,
+/// which rebuilds from the log, can say. Without it a panic would leave the task, and every
+/// checkpoint, waiting for ever.
+struct BusyGuard<'a> {
+    store: &'a TaskStore,
+    task_id: &'a str,
+}
+
+impl Drop for BusyGuard<'_> {
+    fn drop(&mut self) {
+        self.store.log.inner().poison(&Error::Poisoned {
+            cause: format!("a write to task {} panicked", self.task_id),
+        });
+        let mut table = lock(&self.store.table);
+        table.busy.remove(self.task_id);
+        self.store.wake_idle(table);
+    }
+}
+
 /// A new task.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTask {
@@ -846,6 +868,10 @@ impl TaskStore {
         let batch = Arc::new(self.build(&table, task_id, expected_version, events)?);
         table.busy.insert(batch.task_id.clone());
         drop(table);
+        let busy = BusyGuard {
+            store: self,
+            task_id: &batch.task_id,
+        };
 
         // The batch is remembered as its position is handed out, before it can be acknowledged:
         // a tail that sees the position committed finds it in memory, never in the file. The
@@ -866,6 +892,7 @@ impl TaskStore {
 
         let mut table = lock(&self.table);
         table.busy.remove(&batch.task_id);
+        std::mem::forget(busy);
         let mut watch = None;
         let result = appended.map(|appended| {
             watch = Self::apply_watched(&mut table, appended.first.get(), &batch);
@@ -1462,4 +1489,59 @@ fn decode_token(token: &str) -> Result<OrderKey> {
         std::cmp::Reverse(Timestamp(millis)),
         crate::id::CompactId::new(task_id),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// Goal: a writer that panics between marking its task busy and applying its record neither
+    /// leaves the task's other writers nor checkpoints waiting for ever, and the store refuses
+    /// further writes (what reached the log is unknown). Method: the write path's guard dropped
+    /// by an injected panic; then a write and a checkpoint from another thread, with a deadline.
+    #[test]
+    fn a_write_that_panics_frees_its_task_and_poisons_the_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(TaskStore::open(dir.path(), Options::default()).unwrap());
+        let id = store.create(NewTask::submitted(None)).unwrap().task_id;
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            lock(&store.table).busy.insert(id.clone());
+            let _busy = BusyGuard {
+                store: &store,
+                task_id: &id,
+            };
+            panic!("a bug inside a write");
+        }));
+        assert!(panicked.is_err());
+
+        let (done_tx, done_rx) = mpsc::channel();
+        let other = {
+            let (store, id) = (store.clone(), id.clone());
+            std::thread::spawn(move || {
+                let write = store.append(
+                    &id,
+                    None,
+                    vec![Event::Message(Message::text(
+                        "m",
+                        crate::model::Role::Agent,
+                        "after",
+                    ))],
+                );
+                let checkpoint = store.checkpoint();
+                let _ = done_tx.send((write, checkpoint));
+            })
+        };
+        let (write, checkpoint) = done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("a write or a checkpoint waited for the panicked write");
+        other.join().unwrap();
+        assert!(matches!(write, Err(Error::Poisoned { .. })), "{write:?}");
+        assert!(
+            matches!(checkpoint, Err(Error::Poisoned { .. })),
+            "{checkpoint:?}"
+        );
+        assert_eq!(store.version(&id), Some(1), "reads go on");
+    }
 }
