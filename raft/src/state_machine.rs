@@ -176,19 +176,24 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshot_dir.clone();
         let expected = meta.clone();
         tokio::task::spawn_blocking(move || {
-            let installed = snapshot::install(&store, &snapshot.path)?;
-            if installed.last_log_id != expected.last_log_id {
+            let held = snapshot::read_meta(&snapshot.path)?;
+            if held.last_log_id != expected.last_log_id {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!(
                         "snapshot file holds {:?}, openraft installs {:?}",
-                        installed.last_log_id, expected.last_log_id
+                        held.last_log_id, expected.last_log_id
                     ),
                 ));
             }
-            // A received file (in the snapshot directory) is renamed, not copied; the
-            // network handler's clean-up then finds nothing to delete.
-            snapshot::keep(&snapshot.path, &expected, &dir)?;
+            // Kept (durably) before the log is touched: installing may empty the log before it
+            // writes the snapshot's records and checkpoint, and a node killed meanwhile must find
+            // the snapshot on restart (openraft installs it again, as its state machine stands
+            // before it) rather than a committed position its log no longer reaches. A received
+            // file (in the snapshot directory) is renamed, not copied; the network handler's
+            // clean-up then finds nothing to delete.
+            let kept = snapshot::keep(&snapshot.path, &expected, &dir)?;
+            snapshot::install(&store, &kept)?;
             Ok(())
         })
         .await
