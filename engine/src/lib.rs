@@ -109,6 +109,6 @@ pub use recovery::{RecoveryReport, Truncation};
 pub use storage::Faults;
 pub use store::{
     ListPage, ListQuery, NewTask, OpenReport, Prepared, ReplicaApplied, Retention, RetentionReport,
-    TaskStore, TaskSummary, Write, Written,
+    TaskStore, TaskSummary, Write, Written, check_snapshot,
 };
 pub use verify::{SegmentInfo, VerifyReport};

@@ -33,6 +33,36 @@ use crate::record;
 use crate::state::{ListFilter, OrderKey, TaskTable, check_listed_batch, fold};
 use crate::subscribe::{self, BatchLookup, CaughtUp, Tail, TaskSubscription, Watch};
 
+/// Checks that `bytes` is a snapshot [`TaskStore::install_snapshot`] would accept (it decodes,
+/// was made by a replicated store, and its table restores), changing nothing: a replication layer
+/// keeps a received snapshot only once it knows it can install it.
+///
+/// # Errors
+/// [`Error::InvalidArgument`] saying what is wrong.
+pub fn check_snapshot(bytes: &[u8]) -> Result<()> {
+    decode_snapshot(bytes).map(|_| ())
+}
+
+/// A snapshot image decoded: its table restored, where it stands, and its rejected positions.
+fn decode_snapshot(bytes: &[u8]) -> Result<(TaskTable, ReplicaApplied, BTreeSet<u64>)> {
+    let saved = checkpoint::load(bytes)
+        .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
+    let Some(replica) = saved.replica else {
+        return Err(Error::InvalidArgument(
+            "the snapshot was not made by a replicated store".into(),
+        ));
+    };
+    let count = saved.tasks.stated_len();
+    let tasks = TaskTable::try_restore(count, saved.tasks, REPEATED_TASK.to_string())
+        .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
+    let applied = ReplicaApplied {
+        position: Position::new(saved.covered_position),
+        term: replica.applied_term,
+        state: replica.state,
+    };
+    Ok((tasks, applied, saved.rejected.into_iter().collect()))
+}
+
 /// A write in flight to one task: other writers to the task, and checkpoints, wait for it.
 /// Dropped without being forgotten (the writer panicked between marking its task busy and
 /// applying its record), it clears the mark and wakes them, and poisons the store's log: whether
@@ -1046,26 +1076,12 @@ impl TaskStore {
                 "only a replicated store installs snapshots".into(),
             ));
         }
-        let saved = checkpoint::load(bytes)
-            .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
-        let Some(replica) = saved.replica else {
-            return Err(Error::InvalidArgument(
-                "the snapshot was not made by a replicated store".into(),
-            ));
-        };
-        let count = saved.tasks.stated_len();
-        let tasks = TaskTable::try_restore(count, saved.tasks, REPEATED_TASK.to_string())
-            .map_err(|reason| Error::InvalidArgument(format!("invalid snapshot: {reason}")))?;
+        let (tasks, applied, rejected) = decode_snapshot(bytes)?;
         let _file = lock(&self.checkpoint_file);
         self.log.write_side_file(checkpoint::FILE_NAME, bytes)?;
-        let applied = ReplicaApplied {
-            position: Position::new(saved.covered_position),
-            term: replica.applied_term,
-            state: replica.state,
-        };
         let mut table = lock(&self.table);
         table.tasks = tasks;
-        table.rejected = saved.rejected.into_iter().collect();
+        table.rejected = rejected;
         table.replica = applied.clone();
         let Table {
             tasks, watchers, ..

@@ -228,6 +228,23 @@ pub fn read_meta(path: &Path) -> io::Result<SnapshotMeta> {
     header(&mut input)
 }
 
+/// Reads a snapshot's meta once the whole file holds: magic, version and CRC, and a task image
+/// the engine would install (checked without installing anything), so that a file is kept only
+/// if it can be installed.
+///
+/// # Errors
+/// [`io::ErrorKind::InvalidData`] for a damaged or foreign file or an image the engine refuses;
+/// I/O errors.
+pub fn check(path: &Path) -> io::Result<SnapshotMeta> {
+    verify(path)?;
+    let mut input = BufReader::new(File::open(path)?);
+    let meta = header(&mut input)?;
+    let image = read_bytes(&mut input, IMAGE_BYTES_MAX, "image")?;
+    tasklog_engine::check_snapshot(&image)
+        .map_err(|error| invalid(format!("snapshot image: {error}")))?;
+    Ok(meta)
+}
+
 /// Checks the magic, version and CRC of the whole file.
 fn verify(path: &Path) -> io::Result<()> {
     let file = File::open(path)?;
@@ -373,6 +390,48 @@ mod tests {
             last_log_id: Some(LogId::new_term_index(term, index)),
             last_membership: StoredMembership::default(),
         }
+    }
+
+    /// A snapshot file holding `image` and no records, with a valid CRC.
+    fn write_file(path: &Path, meta: &SnapshotMeta, image: &[u8]) {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&MAGIC);
+        bytes.extend_from_slice(&VERSION.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        let meta_bytes = serde_json::to_vec(meta).unwrap();
+        bytes.extend_from_slice(&(meta_bytes.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&meta_bytes);
+        bytes.extend_from_slice(&(image.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(image);
+        bytes.extend_from_slice(&0u64.to_le_bytes());
+        let crc = crc32fast::hash(&bytes);
+        bytes.extend_from_slice(&crc.to_le_bytes());
+        fs::write(path, bytes).unwrap();
+    }
+
+    /// Goal: a snapshot whose bytes hold together (CRC, header) but whose task image the engine
+    /// refuses is refused before it is kept, so a node never keeps a snapshot it cannot install
+    /// (it would fail at every restart). Method: files around a real image and around garbage.
+    #[test]
+    fn check_refuses_an_image_the_engine_would_not_install() {
+        let dir = tempfile::tempdir().unwrap();
+        let store =
+            TaskStore::open_replica(dir.path().join("store"), tasklog_engine::Options::default())
+                .unwrap();
+        let (_, image) = store.snapshot().unwrap();
+        let good = dir.path().join("good.snap");
+        write_file(&good, &meta(1, 0), &image);
+        assert_eq!(check(&good).unwrap(), meta(1, 0));
+        let bad = dir.path().join("bad.snap");
+        write_file(&bad, &meta(1, 0), b"not a task image");
+        let error = check(&bad).unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+        assert!(error.to_string().contains("snapshot image"), "{error}");
+        assert_eq!(
+            read_meta(&bad).unwrap(),
+            meta(1, 0),
+            "the frame itself holds"
+        );
     }
 
     #[test]

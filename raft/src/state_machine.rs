@@ -176,7 +176,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let dir = self.snapshot_dir.clone();
         let expected = meta.clone();
         tokio::task::spawn_blocking(move || {
-            let held = snapshot::read_meta(&snapshot.path)?;
+            let held = snapshot::check(&snapshot.path)?;
             if held.last_log_id != expected.last_log_id {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -186,7 +186,8 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     ),
                 ));
             }
-            // Kept (durably) before the log is touched: installing may empty the log before it
+            // Checked whole (its task image too: a file kept but not installable would fail the
+            // node at every restart) and kept (durably) before the log is touched: installing may empty the log before it
             // writes the snapshot's records and checkpoint, and a node killed meanwhile must find
             // the snapshot on restart (openraft installs it again, as its state machine stands
             // before it) rather than a committed position its log no longer reaches. A received
