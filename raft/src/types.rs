@@ -46,7 +46,9 @@ pub const MEMBERSHIP_KIND: u8 = 0x11;
 
 /// The engine position of Raft log index `index`.
 pub fn position_of(index: u64) -> Position {
-    Position::new(index + 1)
+    // Saturating: an index of u64::MAX (only a peer's bytes can carry one) names a position that
+    // never exists, never position 0.
+    Position::new(index.saturating_add(1))
 }
 
 /// The Raft log index of engine position `position` (`None` for position 0, which holds nothing).
@@ -216,6 +218,8 @@ mod tests {
         assert_eq!(position_of(0), Position::new(1));
         assert_eq!(index_of(Position::new(1)), Some(0));
         assert_eq!(index_of(Position::new(0)), None);
+        // The largest index a peer could send names no real position, never position 0.
+        assert_eq!(position_of(u64::MAX), Position::new(u64::MAX));
         assert_eq!(
             log_id(3, Position::new(8)),
             Some(LogId::new_term_index(3, 7))
