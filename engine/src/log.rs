@@ -340,10 +340,12 @@ impl Log {
     }
 
     /// Forces everything written so far to stable storage (needed only with
-    /// [`SyncPolicy::Interval`] or [`SyncPolicy::Never`]).
+    /// [`SyncPolicy::Interval`] or [`SyncPolicy::Never`]). A truncate, purge, reset or close
+    /// running at the time is waited for first.
     ///
     /// # Errors
-    /// [`Error::Poisoned`] (and the log is poisoned) when the sync fails.
+    /// [`Error::Poisoned`] (and the log is poisoned) when the sync fails, or when a maintenance
+    /// it waited for failed; [`Error::Closed`] once the log is closed.
     pub fn sync(&self) -> Result<()> {
         self.inner.sync()
     }
@@ -911,13 +913,22 @@ impl Inner {
         )
     }
 
+    /// Never called from inside a maintenance (`maintain`'s work): it waits for the maintenance.
     pub(crate) fn sync(&self) -> Result<()> {
         let (target, generation) = {
-            let state = lock(&self.write);
-            state.check_open()?;
-            if state.maintenance {
-                // A truncate, purge or close is running; each of them syncs what it keeps.
-                return Ok(());
+            let mut state = lock(&self.write);
+            // A truncate, purge, reset or close may not sync what was written before this call
+            // (purge syncs only the directory) and may fail after it: `Ok` here must mean an
+            // fsync covered it, so wait for the maintenance to end (`notify` wakes us), then sync.
+            loop {
+                state.check_open()?;
+                if !state.maintenance {
+                    break;
+                }
+                state = self
+                    .wake
+                    .wait(state)
+                    .unwrap_or_else(PoisonError::into_inner);
             }
             (state.written, self.truncations.load(Ordering::SeqCst))
         };
@@ -961,6 +972,7 @@ impl Inner {
             inner: self,
             armed: true,
         };
+        self.dir.faults().maintenance_started();
         let result = {
             let _files = lock(&self.sealed_files);
             work(self)

@@ -215,6 +215,11 @@ pub struct Faults {
     writes_left: std::sync::atomic::AtomicU64,
     #[cfg(feature = "testing")]
     armed: std::sync::atomic::AtomicU8,
+    /// Whether maintenances stop at [`Faults::maintenance_started`], and how many wait there.
+    #[cfg(feature = "testing")]
+    gate: std::sync::Mutex<(bool, usize)>,
+    #[cfg(feature = "testing")]
+    gate_changed: std::sync::Condvar,
 }
 
 #[cfg(feature = "testing")]
@@ -262,6 +267,50 @@ impl Faults {
         self.countdown(Self::SYNC, &self.syncs_left, "fsync")
     }
 
+    fn gate(&self) -> std::sync::MutexGuard<'_, (bool, usize)> {
+        self.gate
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Makes every truncate, purge, reset or close, once it holds the log exclusively (appenders
+    /// held off, maintenance flag set) and before its I/O, wait until
+    /// [`Faults::release_maintenance`].
+    pub fn hold_maintenance(&self) {
+        self.gate().0 = true;
+    }
+
+    /// Waits until a maintenance is held by [`Faults::hold_maintenance`].
+    pub fn wait_maintenance_held(&self) {
+        let mut gate = self.gate();
+        while gate.1 == 0 {
+            gate = self
+                .gate_changed
+                .wait(gate)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+    }
+
+    /// Lets held maintenances (and later ones) run.
+    pub fn release_maintenance(&self) {
+        self.gate().0 = false;
+        self.gate_changed.notify_all();
+    }
+
+    /// Called by a maintenance once it holds the log: waits while [`Faults::hold_maintenance`].
+    pub(crate) fn maintenance_started(&self) {
+        let mut gate = self.gate();
+        gate.1 += 1;
+        self.gate_changed.notify_all();
+        while gate.0 {
+            gate = self
+                .gate_changed
+                .wait(gate)
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+        }
+        gate.1 -= 1;
+    }
+
     fn before_write(&self) -> std::io::Result<()> {
         self.countdown(Self::WRITE, &self.writes_left, "write")
     }
@@ -273,6 +322,9 @@ impl Faults {
     fn before_sync(&self) -> std::io::Result<()> {
         Ok(())
     }
+
+    #[inline(always)]
+    pub(crate) fn maintenance_started(&self) {}
 
     #[inline(always)]
     fn before_write(&self) -> std::io::Result<()> {

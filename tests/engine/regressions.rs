@@ -23,6 +23,11 @@
 //!     beside a checkpointing thread failed so), and an older table could land on disk after the
 //!     newer one a compaction relied on, so that a reopen would replay from before records the
 //!     compaction had removed (deleted tasks back, their records gone; not seen, same cause).
+//! 18. (durability review) `sync()` overlapping a truncate, purge, reset or close returned `Ok`
+//!     at once, without an fsync, on the word that the maintenance "syncs what it keeps": purge
+//!     syncs only the directory, and a maintenance whose fsync fails afterwards poisons the log
+//!     after the caller was told its records were durable. `sync()` now waits for the maintenance
+//!     to end, then syncs (or reports the poison).
 
 use std::fs;
 use std::sync::Arc;
@@ -661,4 +666,100 @@ fn list_completed_until(
         }
         Ok(listings)
     })
+}
+
+/// How long a test lets a `sync()` overlapping a held maintenance run before releasing it: the
+/// old code returned at once; the fixed one waits for the release.
+const OVERLAP_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Holds the maintenance `run` starts once it owns the log, calls `armed`, starts a `sync()` beside
+/// the held maintenance, releases it once the sync returned or [`OVERLAP_GRACE`] passed, and
+/// returns the maintenance's result, the sync's result, and `durable_position()` as it was
+/// when the sync returned if that was before the release.
+fn sync_beside_held_maintenance(
+    log: &Arc<Log>,
+    run: impl FnOnce(&Log) -> Result<(), Error> + Send + 'static,
+    armed: impl FnOnce(&Log),
+) -> (Result<(), Error>, Result<(), Error>, Option<Position>) {
+    log.faults().hold_maintenance();
+    let maintenance = {
+        let log = log.clone();
+        std::thread::spawn(move || run(&log))
+    };
+    log.faults().wait_maintenance_held();
+    armed(log);
+    let (done, synced) = std::sync::mpsc::channel();
+    let syncer = {
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let _ = done.send(log.sync());
+        })
+    };
+    let early = synced.recv_timeout(OVERLAP_GRACE).ok();
+    let durable_while_held = early.as_ref().map(|_| log.durable_position());
+    log.faults().release_maintenance();
+    let maintained = maintenance.join().unwrap();
+    let sync = early.unwrap_or_else(|| synced.recv().unwrap());
+    syncer.join().unwrap();
+    (maintained, sync, durable_while_held)
+}
+
+#[test]
+fn t18_a_sync_beside_a_purge_covers_every_record_written_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        Log::open(
+            dir.path(),
+            Options {
+                sync: SyncPolicy::Never,
+                ..small_segments()
+            },
+        )
+        .unwrap(),
+    );
+    fill(&log, 20, 100);
+    let written = Position::new(20);
+    assert!(log.durable_position() < written);
+    let (purged, synced, durable_while_held) =
+        sync_beside_held_maintenance(&log, |log| log.purge_before(Position::new(1)), |_| {});
+    purged.unwrap();
+    synced.unwrap();
+    if let Some(durable) = durable_while_held {
+        assert_eq!(
+            durable, written,
+            "sync() returned Ok while a purge ran, before any fsync covered the records"
+        );
+    }
+    assert_eq!(
+        log.durable_position(),
+        written,
+        "sync() returned Ok, so every record written before it is durable"
+    );
+}
+
+#[test]
+fn t18_a_sync_beside_a_truncation_whose_fsync_fails_reports_the_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = Arc::new(
+        Log::open(
+            dir.path(),
+            Options {
+                sync: SyncPolicy::Never,
+                ..Options::default()
+            },
+        )
+        .unwrap(),
+    );
+    fill(&log, 5, 50);
+    let (truncated, synced, _) = sync_beside_held_maintenance(
+        &log,
+        |log| log.truncate_after(Position::new(3)),
+        |log| log.faults().fail_sync_after(0),
+    );
+    assert!(matches!(truncated, Err(Error::Io { .. })), "{truncated:?}");
+    assert!(log.is_poisoned());
+    assert!(
+        matches!(synced, Err(Error::Poisoned { ref cause }) if cause.contains("injected fsync failure")),
+        "records 1..=3 were never fsynced and the log is poisoned, yet sync() said {synced:?}"
+    );
 }
