@@ -120,39 +120,22 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
             continue;
         }
         let (file, path, len, header) = open_segment(dir, first, expected_first)?;
-        if i == active_at {
-            if let Some(compacted) = header.compacted {
-                // `truncate_after` removes the segments after its cut newest first, so a crash
-                // there can leave a compacted segment last: a prefix of the log. It stays sealed
-                // and an empty segment follows it, as a roll would have made (not under
-                // `Absolute`, which modifies no segment file).
-                let next = compacted.last_position + 1;
-                if options.recovery == RecoveryMode::Absolute || next > limits::POSITION_MAX {
-                    return Err(Error::corrupt(
-                        &path,
-                        0,
-                        "the last segment is a compacted one; the segment after it is missing",
-                    ));
-                }
-                let segment = load_compacted(
-                    dir,
-                    &file,
-                    &path,
-                    first,
-                    len,
-                    compacted,
-                    options,
-                    &mut report,
-                )?;
-                sealed.push_back(Arc::new(segment));
-                dir.write_atomically(&segment::file_name(next), &segment::encode_header(next))?;
-                tracing::info!(segment = %path.display(), "the last segment is a compacted one: an empty segment now follows it");
-                expected_first = Some(next);
-                active_first = Some(next);
-            }
-            break;
-        }
+        let is_last = i == active_at;
         if let Some(compacted) = header.compacted {
+            // `truncate_after` removes the segments after its cut newest first, so a crash there
+            // can leave a compacted segment last: a prefix of the log. It stays sealed and an
+            // empty segment follows it, as a roll would have made (not under `Absolute`, which
+            // modifies no segment file).
+            let next = compacted.last_position + 1;
+            if is_last
+                && (options.recovery == RecoveryMode::Absolute || next > limits::POSITION_MAX)
+            {
+                return Err(Error::corrupt(
+                    &path,
+                    0,
+                    "the last segment is a compacted one; the segment after it is missing",
+                ));
+            }
             let segment = load_compacted(
                 dir,
                 &file,
@@ -164,9 +147,18 @@ pub(crate) fn recover(dir: &Dir, options: &Options) -> Result<Recovered> {
                 &mut report,
             )?;
             compacted_to = compacted.last_position;
-            expected_first = Some(segment.last_position + 1);
+            expected_first = Some(next);
             sealed.push_back(Arc::new(segment));
+            if is_last {
+                dir.write_atomically(&segment::file_name(next), &segment::encode_header(next))?;
+                tracing::info!(segment = %path.display(), "the last segment is a compacted one: an empty segment now follows it");
+                active_first = Some(next);
+                break;
+            }
             continue;
+        }
+        if is_last {
+            break;
         }
         if let Some(segment) = load_sealed(dir, &file, &path, first, len, &mut report)? {
             expected_first = Some(segment.last_position + 1);

@@ -149,6 +149,22 @@ pub struct Retention {
     pub terminal_count_max: Option<usize>,
 }
 
+impl Retention {
+    /// Whether the policy deletes anything at all (a limit is set).
+    pub fn is_set(&self) -> bool {
+        self.terminal_ttl_ms.is_some() || self.terminal_count_max.is_some()
+    }
+
+    /// Whether `error`, refusing a delete that retention judged due, only says the task is no
+    /// longer the one judged (deleted, changed or re-created since): no failure of retention.
+    pub fn moved_on(error: &Error) -> bool {
+        matches!(
+            error,
+            Error::TaskNotFound { .. } | Error::VersionConflict { .. } | Error::InvalidEvent { .. }
+        )
+    }
+}
+
 /// What [`TaskStore::apply_retention`] did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RetentionReport {
@@ -1086,10 +1102,13 @@ impl TaskStore {
         let Table {
             tasks, watchers, ..
         } = &*table;
-        for (task_id, watch) in watchers {
-            watch.refresh(tasks.get(task_id));
-        }
-        let watchers: Vec<Arc<Watch>> = table.watchers.values().cloned().collect();
+        let watchers: Vec<Arc<Watch>> = watchers
+            .iter()
+            .map(|(task_id, watch)| {
+                watch.refresh(tasks.get(task_id));
+                watch.clone()
+            })
+            .collect();
         drop(table);
         self.recent.clear();
         self.applied.store(applied.position.get(), Ordering::SeqCst);
@@ -1198,7 +1217,7 @@ impl TaskStore {
         now: Timestamp,
         max: usize,
     ) -> Vec<(String, u64)> {
-        if policy.terminal_ttl_ms.is_none() && policy.terminal_count_max.is_none() {
+        if !policy.is_set() {
             return Vec::new();
         }
         let table = lock(&self.table);
@@ -1233,11 +1252,7 @@ impl TaskStore {
         for (task_id, version) in self.retention_due(policy, now, usize::MAX) {
             match self.append(&task_id, Some(version), vec![Event::Deleted]) {
                 Ok(_) => report.deleted.push(task_id),
-                Err(
-                    Error::TaskNotFound { .. }
-                    | Error::InvalidEvent { .. }
-                    | Error::VersionConflict { .. },
-                ) => {}
+                Err(error) if Retention::moved_on(&error) => {}
                 Err(error) => return Err(error),
             }
         }
@@ -1419,7 +1434,7 @@ impl TaskStore {
     fn apply_watched(table: &mut Table, position: u64, batch: &EventBatch) -> Option<Arc<Watch>> {
         table.tasks.apply(position, batch);
         let watch = table.watchers.get(&batch.task_id)?;
-        watch.written(table.tasks.get(&batch.task_id), position, batch);
+        watch.written(table.tasks.get(&batch.task_id), batch);
         Some(watch.clone())
     }
 

@@ -115,34 +115,32 @@ impl Watch {
     /// The task's entry changed to `meta` (`None`: it is gone); only the last version's batch
     /// is known. Call under the table lock.
     pub(crate) fn refresh(&self, meta: Option<&TaskMeta>) {
+        self.set(meta, None);
+    }
+
+    /// The task's entry changed to `meta` by the batch `batch`. Call under the table lock.
+    pub(crate) fn written(&self, meta: Option<&TaskMeta>, batch: &EventBatch) {
+        self.set(meta, Some(batch));
+    }
+
+    /// `latest` from the table's entry; `last`, the batch that made it, tells where that batch
+    /// begins (otherwise only its last version is known to be there).
+    fn set(&self, meta: Option<&TaskMeta>, last: Option<&EventBatch>) {
         let latest = meta
             .and_then(|meta| {
                 let (position, last_version) = *meta.batches.as_slice().last()?;
+                let first_version = last
+                    .filter(|batch| batch.last_version() == meta.version)
+                    .map_or(meta.version, |batch| batch.first_version);
                 (last_version == meta.version).then_some(Latest {
                     version: meta.version,
                     position,
-                    first_version: meta.version,
+                    first_version,
                     open: !meta.state.is_terminal(),
                     created: created(meta),
                 })
             })
             .unwrap_or(Latest::UNKNOWN);
-        *lock(&self.latest) = latest;
-    }
-
-    /// The task's entry changed to `meta` by the batch `batch` written at `position`. Call
-    /// under the table lock.
-    pub(crate) fn written(&self, meta: Option<&TaskMeta>, position: u64, batch: &EventBatch) {
-        let latest = match meta {
-            Some(meta) if meta.version == batch.last_version() => Latest {
-                version: meta.version,
-                position,
-                first_version: batch.first_version,
-                open: !meta.state.is_terminal(),
-                created: created(meta),
-            },
-            _ => Latest::UNKNOWN,
-        };
         *lock(&self.latest) = latest;
     }
 

@@ -465,12 +465,7 @@ impl Node {
             };
             match self.write(delete).await {
                 Ok(_) => deleted += 1,
-                // Deleted, changed or re-created since it was judged: not this sweep's task.
-                Err(NodeError::Rejected(
-                    tasklog_engine::Error::TaskNotFound { .. }
-                    | tasklog_engine::Error::VersionConflict { .. }
-                    | tasklog_engine::Error::InvalidEvent { .. },
-                )) => {}
+                Err(NodeError::Rejected(error)) if Retention::moved_on(&error) => {}
                 Err(NodeError::NotLeader { .. } | NodeError::Unknown) => break,
                 Err(error) => return Err(error),
             }

@@ -123,7 +123,7 @@ fn retention_sweeper(
     config: &NodeConfig,
 ) -> Option<impl Future<Output = ()> + Send + 'static> {
     let policy = config.retention;
-    if policy.terminal_ttl_ms.is_none() && policy.terminal_count_max.is_none() {
+    if !policy.is_set() {
         return None;
     }
     let (node, interval) = (node.clone(), config.retention_interval);
